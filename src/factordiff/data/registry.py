@@ -1,0 +1,164 @@
+"""Dataset registry: one name -> a procedural generator and/or a loader for published files.
+
+``load(name)`` with no ``root`` gives the procedural version (offline, ground truth);
+``load(name, root=DIR)`` reads the published files from ``DIR``. Classes are named as
+``"module:Class"`` strings and imported on first use, so listing datasets stays cheap.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from factordiff.data.base import FactorDataset
+from factordiff.errors import DatasetError
+
+#: Environment variable holding a default data root (``<root>/<dataset name>``).
+DATA_ROOT_ENV = "FACTORDIFF_DATA"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    description: str
+    factor_names: tuple[str, ...]
+    factor_sizes: tuple[int, ...]
+    procedural: str | None = None  # "module:Class" used when no root is given
+    files: str | None = None  # "module:Class" reading the published files under a root
+    files_hint: str = ""  # what the user must put under root
+
+    @property
+    def source(self) -> str:
+        parts = []
+        if self.procedural:
+            parts.append("procedural")
+        if self.files:
+            parts.append("files")
+        return " + ".join(parts)
+
+
+_M = "factordiff.data"
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in [
+        DatasetSpec(
+            "quickstart",
+            "Coloured shapes on a plain background, 32x32 RGB; made for the CPU quick start",
+            ("shape", "scale", "hue", "pos_x", "pos_y"),
+            (3, 4, 6, 6, 6),
+            procedural=f"{_M}.quickstart:Quickstart",
+        ),
+        DatasetSpec(
+            "dsprites",
+            "dSprites: 2D sprites, 64x64 binary (Matthey et al. 2017)",
+            ("shape", "scale", "orientation", "pos_x", "pos_y"),
+            (3, 6, 40, 32, 32),
+            procedural=f"{_M}.dsprites:DSprites",
+            files=f"{_M}.dsprites:DSpritesFile",
+            files_hint="dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz",
+        ),
+        DatasetSpec(
+            "shapes3d",
+            "3D Shapes: object in a room, 64x64 RGB (Burgess & Kim 2018)",
+            ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation"),
+            (10, 10, 10, 8, 4, 15),
+            procedural=f"{_M}.shapes3d:Shapes3D",
+            files=f"{_M}.shapes3d:Shapes3DFile",
+            files_hint="3dshapes.h5",
+        ),
+        DatasetSpec(
+            "mpi3d_toy",
+            "MPI3D-toy: simulated robot-arm object, 64x64 RGB (Gondal et al. 2019)",
+            ("color", "shape", "size", "camera_height", "background", "horizontal", "vertical"),
+            (6, 6, 2, 3, 3, 40, 40),
+            files=f"{_M}.mpi3d:MPI3DToy",
+            files_hint="mpi3d_toy.npz",
+        ),
+        DatasetSpec(
+            "mpi3d_real",
+            "MPI3D-real: real robot-arm photographs, 64x64 RGB (Gondal et al. 2019)",
+            ("color", "shape", "size", "camera_height", "background", "horizontal", "vertical"),
+            (6, 6, 2, 3, 3, 40, 40),
+            files=f"{_M}.mpi3d:MPI3DReal",
+            files_hint="mpi3d_real.npz",
+        ),
+        DatasetSpec(
+            "cars3d",
+            "Cars3D: rendered car models, resized to 64x64 RGB (Reed et al. 2015)",
+            ("elevation", "azimuth", "object"),
+            (4, 24, 183),
+            files=f"{_M}.cars3d:Cars3D",
+            files_hint="data/cars/*_mesh.mat (from nips2015-analogy-data.tar.gz)",
+        ),
+        DatasetSpec(
+            "celeba",
+            "CelebA aligned faces, cropped to 64x64 RGB, 40 binary attributes (Liu et al. 2015)",
+            ("index",),
+            (202599,),
+            files=f"{_M}.celeba:CelebA",
+            files_hint="img_align_celeba/*.jpg and list_attr_celeba.txt",
+        ),
+        DatasetSpec(
+            "imagefolder",
+            "Your images (PNG/JPEG) with an optional factors.csv (file, one int column per factor)",
+            (),
+            (),
+            files=f"{_M}.imagefolder:ImageFolder",
+            files_hint="*.png / *.jpg, optional factors.csv",
+        ),
+    ]
+}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The registry entry for ``name``; an unknown name suggests the closest one."""
+    key = name.lower().replace("-", "_")
+    if key in DATASETS:
+        return DATASETS[key]
+    close = difflib.get_close_matches(key, list(DATASETS), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise DatasetError(f"unknown dataset {name!r}.{hint} Known: {', '.join(DATASETS)}")
+
+
+def _import(target: str) -> type:
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def default_root(name: str) -> Path | None:
+    """``$FACTORDIFF_DATA/<name>`` when that folder exists."""
+    base = os.environ.get(DATA_ROOT_ENV)
+    if base and (Path(base) / name).is_dir():
+        return Path(base) / name
+    return None
+
+
+def load(name: str, root: str | Path | None = None, **kwargs: Any) -> FactorDataset:
+    """Load dataset ``name``: procedural without ``root``, else the published files in it.
+
+    ``kwargs`` go to the dataset class (e.g. ``in_memory=True``, ``image_size=64``).
+    """
+    spec = get_spec(name)
+    if root is None and spec.procedural is None:
+        root = default_root(spec.name)
+    if root is None:
+        if spec.procedural is None:
+            raise DatasetError(
+                f"dataset {spec.name!r} has no procedural version: give root=DIR holding "
+                f"{spec.files_hint} (see `factordiff data prepare {spec.name} --root DIR`)"
+            )
+        return _import(spec.procedural)(**kwargs)
+    root = Path(root).expanduser()
+    if spec.files is None:
+        raise DatasetError(f"dataset {spec.name!r} is procedural only; do not pass a root")
+    if not root.exists():
+        raise DatasetError(f"{spec.name}: data root {root} does not exist (expected {spec.files_hint})")
+    return _import(spec.files)(root=root, **kwargs)
+
+
+def names() -> list[str]:
+    return list(DATASETS)
