@@ -1,0 +1,327 @@
+"""Run configuration: dataclasses with the published EncDiff defaults, YAML presets, overrides.
+
+A config is built as ``defaults <- preset YAML <- key=value overrides``. Every key is
+checked against the dataclasses before merging, so a typo is an error naming the key and
+the closest valid one instead of a silently ignored setting. The resolved config is
+written into each run directory (``config.yaml``) and is all a run needs to be repeated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from factordiff.errors import ConfigError
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    name: str = "shapes3d"
+    root: str | None = None  # None: procedural data; else the folder with the published files
+    image_size: int | None = None  # None: the dataset's own size
+    in_memory: bool = False
+    cache_dir: str | None = None  # procedural datasets: render the grid once into this folder
+    num_workers: int = 0
+
+
+@dataclass
+class FirstStageConfig:
+    kind: str = "vq"  # vq | kl | none (pixel space)
+    embed_dim: int = 3
+    n_embed: int = 2048
+    channels: int = 32
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 4])
+    num_res_blocks: int = 2
+    train_steps: int = 50000
+    lr: float = 4.5e-6
+    disc_weight: float = 0.75
+
+
+@dataclass
+class EncoderConfig:
+    kind: str = "encdiff"  # encdiff (scalars are the representation) | dyga (per-unit PCA)
+    n_units: int = 20
+    unit_dim: int = 16
+    channels: int = 128
+    mlp_hidden: list[int] = field(default_factory=lambda: [64, 128])
+
+
+@dataclass
+class UNetConfig:
+    model_channels: int = 64
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 4, 4])
+    num_res_blocks: int = 2
+    attention_resolutions: list[int] = field(default_factory=lambda: [1, 2, 4])
+    num_heads: int = 8
+    dropout: float = 0.0
+    skip_dropout: float = 0.0  # DyGA paper: 0.2
+
+
+@dataclass
+class ModelConfig:
+    first_stage: FirstStageConfig = field(default_factory=FirstStageConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+
+
+@dataclass
+class DiffusionConfig:
+    timesteps: int = 1000
+    beta_start: float = 0.0015
+    beta_end: float = 0.0155
+    beta_schedule: str = "scaled_linear"  # LDM "linear": sqrt-linspace, squared
+    prediction: str = "epsilon"
+    loss: str = "l1"
+    sample_steps: int = 100
+    eta: float = 0.0
+
+
+@dataclass
+class AnchoringConfig:
+    enabled: bool = False
+    n_init: int = 8
+    em_iters: int = 30
+    split_threshold: float = 0.5
+    max_splits: int = 3
+    max_components: int = 32
+    min_weight: float = 10.0
+    strength: float = 0.1
+    max_points: int = 100000
+    every_epochs: int = 1
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 128
+    base_lr: float = 2.0e-6  # multiplied by batch_size when scale_lr (EncDiff: 2.56e-4)
+    scale_lr: bool = True
+    warmup_steps: int = 10000
+    max_steps: int = 90000
+    ema_decay: float = 0.9999
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    grad_clip: float = 0.0  # 0: off
+    seed: int = 42
+    log_every: int = 100
+    checkpoint_every: int = 5000
+    sample_every: int = 5000
+
+
+@dataclass
+class EvalConfig:
+    metrics: list[str] = field(
+        default_factory=lambda: ["factorvae", "dci", "mig", "sap", "modularity"]
+    )
+    seed: int = 0
+    representation: str = "auto"  # auto | scalars | pca | flatten
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    anchoring: AnchoringConfig = field(default_factory=AnchoringConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+#: Allowed values of the string options, checked by ``validate``.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.first_stage.kind": ("vq", "kl", "none"),
+    "model.encoder.kind": ("encdiff", "dyga"),
+    "diffusion.beta_schedule": ("scaled_linear", "linear"),
+    "diffusion.prediction": ("epsilon", "v_prediction", "sample"),
+    "diffusion.loss": ("l1", "l2"),
+    "train.mixed_precision": ("no", "fp16", "bf16"),
+    "eval.representation": ("auto", "scalars", "pca", "flatten"),
+}
+
+
+def _valid_keys(cls: type = Config, prefix: str = "") -> dict[str, type | None]:
+    """All dotted keys of the config tree; value is the dataclass for sections, else None."""
+    keys: dict[str, type | None] = {}
+    for f in dataclasses.fields(cls):
+        path = f"{prefix}{f.name}"
+        sub = f.default_factory if dataclasses.is_dataclass(f.default_factory) else None
+        keys[path] = sub  # type: ignore[assignment]
+        if sub is not None:
+            keys.update(_valid_keys(sub, path + "."))  # type: ignore[arg-type]
+    return keys
+
+
+def _unknown_key_error(key: str, source: str) -> ConfigError:
+    valid = _valid_keys()
+    leaves = [k for k, sub in valid.items() if sub is None]
+    last = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(key, leaves, n=1, cutoff=0.5) or [
+        k for k in leaves if k.rsplit(".", 1)[-1] == last
+    ][:1]
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"{source}: unknown config key {key!r}{hint}")
+
+
+def _check_keys(tree: Any, source: str, prefix: str = "") -> None:
+    valid = _valid_keys()
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{source}: expected a mapping of config keys, got {type(tree).__name__}")
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if path not in valid:
+            raise _unknown_key_error(path, source)
+        if valid[path] is not None:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {path!r} is a section; expected a mapping")
+            _check_keys(value, source, path + ".")
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def resolve_preset(name_or_path: str | Path) -> Path:
+    """A YAML path as given, or the bundled preset of that name."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    preset = PRESET_DIR / f"{name_or_path}.yaml"
+    if not preset.is_file():
+        close = difflib.get_close_matches(str(name_or_path), preset_names(), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"unknown preset {str(name_or_path)!r}.{hint} Presets: {', '.join(preset_names())}"
+        )
+    return preset
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    _check_keys(tree, str(path))
+    return tree
+
+
+def _parse_overrides(overrides: list[str]) -> dict:
+    tree: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. train.batch_size=64")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        valid = _valid_keys()
+        if key not in valid:
+            raise _unknown_key_error(key, "override")
+        if valid[key] is not None:
+            raise ConfigError(f"override: {key!r} is a section; set one of its keys")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        node = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return tree
+
+
+def load_config(preset: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then a preset name or YAML file, then ``key=value`` overrides; validated."""
+    layers = [OmegaConf.structured(Config)]
+    sources = ["defaults"]
+    if preset is not None:
+        path = resolve_preset(preset)
+        layers.append(OmegaConf.create(_read_yaml(path)))
+        sources.append(str(path))
+    if overrides:
+        layers.append(OmegaConf.create(_parse_overrides(overrides)))
+        sources.append("overrides")
+    merged = layers[0]
+    for layer, source in zip(layers[1:], sources[1:]):
+        try:
+            merged = OmegaConf.merge(merged, layer)
+        except OmegaConfBaseException as exc:
+            key = getattr(exc, "full_key", None) or "?"
+            expected = _field_type_name(key)
+            raise ConfigError(
+                f"{source}: bad value for {key!r}: expected {expected} "
+                f"({str(exc).splitlines()[0]})"
+            ) from None
+    cfg = OmegaConf.to_object(merged)
+    assert isinstance(cfg, Config)
+    validate(cfg)
+    return cfg
+
+
+def _field_type_name(key: str) -> str:
+    cls: Any = Config
+    for part in key.split("."):
+        fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        if part not in fields:
+            return "a valid value"
+        f = fields[part]
+        cls = f.default_factory if dataclasses.is_dataclass(f.default_factory) else f.type
+    return str(cls)
+
+
+def _get(cfg: Config, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def validate(cfg: Config) -> None:
+    """Value checks that types alone cannot express; each error names its key."""
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+    positive = [
+        "model.encoder.n_units",
+        "model.encoder.unit_dim",
+        "model.unet.model_channels",
+        "diffusion.timesteps",
+        "diffusion.sample_steps",
+        "train.batch_size",
+        "train.max_steps",
+    ]
+    for key in positive:
+        if _get(cfg, key) <= 0:
+            raise ConfigError(f"{key} must be > 0; got {_get(cfg, key)}")
+    for key in ["model.unet.skip_dropout", "model.unet.dropout"]:
+        if not 0.0 <= _get(cfg, key) < 1.0:
+            raise ConfigError(f"{key} must be in [0, 1); got {_get(cfg, key)}")
+    if not 0.0 < cfg.diffusion.beta_start < cfg.diffusion.beta_end < 1.0:
+        raise ConfigError("diffusion.beta_start < diffusion.beta_end must both lie in (0, 1)")
+    if cfg.diffusion.sample_steps > cfg.diffusion.timesteps:
+        raise ConfigError("diffusion.sample_steps must be <= diffusion.timesteps")
+    from factordiff.data.registry import get_spec  # late: data imports nothing from config
+
+    try:
+        get_spec(cfg.data.name)
+    except Exception as exc:
+        raise ConfigError(f"data.name: {exc}") from None
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically: a crash never leaves half a file)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    tmp.replace(path)
