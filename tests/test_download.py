@@ -39,7 +39,7 @@ def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -81,7 +81,7 @@ def server() -> Iterator[Served]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(served))
     httpd.daemon_threads = True
     served.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield served

@@ -97,7 +97,9 @@ def data_prepare(
     from factordiff.data.download import prepare
 
     path = prepare(name, root, progress=progress, base_url=mirror)
-    console.print(f"{name} ready in {path}; load it with fd.data.load({name!r}, root={str(root)!r})")
+    console.print(
+        f"{name} ready in {path}; load it with fd.data.load({name!r}, root={str(root)!r})"
+    )
 
 
 @config_app.command("presets")

@@ -165,9 +165,10 @@ def _unknown_key_error(key: str, source: str) -> ConfigError:
     valid = _valid_keys()
     leaves = [k for k, sub in valid.items() if sub is None]
     last = key.rsplit(".", 1)[-1]
-    close = difflib.get_close_matches(key, leaves, n=1, cutoff=0.5) or [
-        k for k in leaves if k.rsplit(".", 1)[-1] == last
-    ][:1]
+    close = (
+        difflib.get_close_matches(key, leaves, n=1, cutoff=0.5)
+        or [k for k in leaves if k.rsplit(".", 1)[-1] == last][:1]
+    )
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return ConfigError(f"{source}: unknown config key {key!r}{hint}")
 
@@ -220,7 +221,9 @@ def _parse_overrides(overrides: list[str]) -> dict:
     tree: dict = {}
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value, e.g. train.batch_size=64")
+            raise ConfigError(
+                f"override {item!r} must look like key=value, e.g. train.batch_size=64"
+            )
         key, raw = item.split("=", 1)
         key = key.strip()
         valid = _valid_keys()
@@ -259,8 +262,7 @@ def load_config(preset: str | Path | None = None, overrides: list[str] | None = 
             key = getattr(exc, "full_key", None) or "?"
             expected = _field_type_name(key)
             raise ConfigError(
-                f"{source}: bad value for {key!r}: expected {expected} "
-                f"({str(exc).splitlines()[0]})"
+                f"{source}: bad value for {key!r}: expected {expected} ({str(exc).splitlines()[0]})"
             ) from None
     cfg = OmegaConf.to_object(merged)
     assert isinstance(cfg, Config)
@@ -271,7 +273,9 @@ def load_config(preset: str | Path | None = None, overrides: list[str] | None = 
 def _field_type_name(key: str) -> str:
     cls: Any = Config
     for part in key.split("."):
-        fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        fields = (
+            {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        )
         if part not in fields:
             return "a valid value"
         f = fields[part]

@@ -78,7 +78,9 @@ def save_grid(
     return out
 
 
-def save_factor_sweep(dataset: FactorDataset, out: str | Path, n_cols: int = 8, seed: int = 0) -> Path:
+def save_factor_sweep(
+    dataset: FactorDataset, out: str | Path, n_cols: int = 8, seed: int = 0
+) -> Path:
     """The ``factordiff data show`` figure: one row per factor, labelled with its name."""
     grid, counts = factor_sweep(dataset, n_cols=n_cols, seed=seed)
     labels = [f"{n} ({s})" for n, s in zip(dataset.factor_names, dataset.factor_sizes)]

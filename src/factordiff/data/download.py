@@ -404,7 +404,7 @@ def _marker(root: Path, remote: RemoteFile) -> Path:
 
 
 def extract(archive: Path, dest: Path, prefix: str = "") -> int:
-    """Safely unpack ``archive`` (.tar, .tar.gz, .tgz, .zip) into ``dest``; returns files written."""
+    """Safely unpack ``archive`` (.tar, .tar.gz, .tgz, .zip) into ``dest``; returns #files."""
     archive, dest = Path(archive), Path(dest)
     if archive.name.endswith(".zip"):
         return _extract_zip(archive, dest, prefix)

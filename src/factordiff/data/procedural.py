@@ -54,7 +54,9 @@ class ProceduralDataset(GridDataset):
             out = np.lib.format.open_memmap(
                 tmp, mode="w+", dtype=np.uint8, shape=(len(self), *self.image_shape)
             )
-            for start in tqdm(range(0, len(self), chunk), desc=f"caching {self.name}", unit="chunk"):
+            for start in tqdm(
+                range(0, len(self), chunk), desc=f"caching {self.name}", unit="chunk"
+            ):
                 idx = np.arange(start, min(start + chunk, len(self)))
                 out[idx] = self._render(self.index_to_factors(idx))
             out.flush()

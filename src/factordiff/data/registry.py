@@ -58,7 +58,7 @@ DATASETS: dict[str, DatasetSpec] = {
             ("shape", "scale", "orientation", "pos_x", "pos_y"),
             (3, 6, 40, 32, 32),
             procedural=f"{_M}.dsprites:DSprites",
-            files=f"{_M}.dsprites:DSpritesFile",
+            files=f"{_M}.dsprites_file:DSpritesFile",
             files_hint="dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz",
         ),
         DatasetSpec(
@@ -67,7 +67,7 @@ DATASETS: dict[str, DatasetSpec] = {
             ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation"),
             (10, 10, 10, 8, 4, 15),
             procedural=f"{_M}.shapes3d:Shapes3D",
-            files=f"{_M}.shapes3d:Shapes3DFile",
+            files=f"{_M}.shapes3d_file:Shapes3DFile",
             files_hint="3dshapes.h5",
         ),
         DatasetSpec(
@@ -156,7 +156,9 @@ def load(name: str, root: str | Path | None = None, **kwargs: Any) -> FactorData
     if spec.files is None:
         raise DatasetError(f"dataset {spec.name!r} is procedural only; do not pass a root")
     if not root.exists():
-        raise DatasetError(f"{spec.name}: data root {root} does not exist (expected {spec.files_hint})")
+        raise DatasetError(
+            f"{spec.name}: data root {root} does not exist (expected {spec.files_hint})"
+        )
     return _import(spec.files)(root=root, **kwargs)
 
 

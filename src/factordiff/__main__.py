@@ -1,0 +1,5 @@
+"""``python -m factordiff`` == the ``factordiff`` command."""
+
+from factordiff.cli import main
+
+main()

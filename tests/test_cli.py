@@ -1,0 +1,77 @@
+"""CLI smoke tests: every command runs, user errors are one line with a non-zero exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from factordiff.cli import app
+
+runner = CliRunner()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "factordiff", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_help_lists_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("data", "config", "demo"):
+        assert command in result.output
+
+
+def test_data_list_shows_every_dataset() -> None:
+    result = runner.invoke(app, ["data", "list"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for name in [
+        "dsprites",
+        "shapes3d",
+        "mpi3d_toy",
+        "mpi3d_real",
+        "cars3d",
+        "celeba",
+        "quickstart",
+        "imagefolder",
+    ]:
+        assert name in result.output
+
+
+def test_data_show_writes_a_grid(tmp_path) -> None:
+    out = tmp_path / "g.png"
+    result = runner.invoke(app, ["data", "show", "quickstart", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    img = np.asarray(Image.open(out))
+    assert img.ndim == 3 and img.shape[0] > 200 and img.std() > 10
+
+
+def test_config_show_applies_overrides() -> None:
+    result = runner.invoke(app, ["config", "show", "quickstart", "train.batch_size=8"])
+    assert result.exit_code == 0 and "batch_size: 8" in result.output
+
+
+def test_user_errors_are_one_line_and_nonzero() -> None:
+    for args, needle in [
+        (["data", "show", "dspritez"], "Did you mean 'dsprites'"),
+        (["config", "show", "quickstart", "train.bs=1"], "unknown config key 'train.bs'"),
+        (["data", "show", "cars3d", "--root", "/nonexistent"], "does not exist"),
+    ]:
+        proc = run_cli(*args)
+        assert proc.returncode == 1, proc
+        assert needle in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_demo_runs_the_data_stage(tmp_path) -> None:
+    proc = run_cli("demo", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    assert (tmp_path / "run" / "data_factors.png").is_file()
+    assert "data stage" in proc.stdout

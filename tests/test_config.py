@@ -1,0 +1,80 @@
+"""Configs: presets load, overrides apply with types, errors name the key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from factordiff.config import Config, load_config, preset_names, save_config
+from factordiff.errors import ConfigError
+
+PUBLISHED_PRESETS = ["dsprites", "shapes3d", "mpi3d_toy", "cars3d", "celeba"]
+
+
+def test_all_presets_load() -> None:
+    assert set(PUBLISHED_PRESETS + ["quickstart"]) <= set(preset_names())
+    for name in preset_names():
+        cfg = load_config(name)
+        assert isinstance(cfg, Config)
+        assert cfg.data.name in (name, "quickstart")
+
+
+def test_published_encdiff_defaults() -> None:
+    cfg = load_config("shapes3d")
+    assert cfg.model.encoder.n_units == 20 and cfg.model.encoder.unit_dim == 16
+    assert cfg.model.unet.channel_mult == [1, 2, 4, 4] and cfg.model.unet.num_heads == 8
+    assert cfg.diffusion.timesteps == 1000 and cfg.diffusion.loss == "l1"
+    assert (cfg.diffusion.beta_start, cfg.diffusion.beta_end) == (0.0015, 0.0155)
+    assert cfg.train.base_lr * cfg.train.batch_size == pytest.approx(2.56e-4)
+    assert cfg.model.first_stage.kind == "vq" and cfg.model.first_stage.n_embed == 2048
+
+
+def test_overrides_are_typed() -> None:
+    cfg = load_config("quickstart", ["train.batch_size=32", "model.unet.channel_mult=[1,2]"])
+    assert cfg.train.batch_size == 32
+    assert cfg.model.unet.channel_mult == [1, 2]
+    cfg = load_config("quickstart", ["data.root=/tmp/x", "anchoring.enabled=true"])
+    assert cfg.data.root == "/tmp/x" and cfg.anchoring.enabled is True
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["train.batchsize=3"],
+            "unknown config key 'train.batchsize'; did you mean 'train.batch_size'",
+        ),
+        (["train.batch_size=abc"], "bad value for 'train.batch_size': expected int"),
+        (["model.first_stage.kind=vqq"], "model.first_stage.kind must be one of vq, kl, none"),
+        (["data.name=shapes4d"], "Did you mean 'shapes3d'"),
+        (["train=3"], "'train' is a section"),
+        (["train.batch_size"], "must look like key=value"),
+        (["model.unet.skip_dropout=1.5"], r"skip_dropout must be in \[0, 1\)"),
+        (["train.batch_size=0"], "train.batch_size must be > 0"),
+    ],
+)
+def test_bad_overrides_name_the_key(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("quickstart", overrides)
+
+
+def test_yaml_errors_name_the_file(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  bach_size: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'train.bach_size'"):
+        load_config(bad)
+    bad.write_text("model:\n  unet: 3\n")
+    with pytest.raises(ConfigError, match="'model.unet' is a section"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="Did you mean 'shapes3d'"):
+        load_config("shapes_3d")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_saved_config_round_trips(tmp_path) -> None:
+    cfg = load_config("quickstart", ["train.seed=7"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["train"]["seed"] == 7
