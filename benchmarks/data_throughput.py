@@ -78,15 +78,13 @@ def main() -> None:
         print(rows[-1], flush=True)
 
     key = f"images_per_s_loader_{args.workers}w"
-    print(
-        f"\n| dataset | images | shape | images/s (images_at) | images/s (DataLoader, {args.workers} workers) |"
-    )
+    loader_col = f"images/s (DataLoader, {args.workers} workers)"
+    print(f"\n| dataset | images | shape | images/s (images_at) | {loader_col} |")
     print("|---|---|---|---|---|")
     for r in rows:
         shape = "x".join(map(str, r["image_shape"]))
-        print(
-            f"| {r['dataset']} | {r['images']:,} | {shape} | {r['images_per_s_raw']:,.0f} | {r[key]:,.0f} |"
-        )
+        raw, loaded = r["images_per_s_raw"], r[key]
+        print(f"| {r['dataset']} | {r['images']:,} | {shape} | {raw:,.0f} | {loaded:,.0f} |")
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

@@ -52,7 +52,9 @@ def data_list() -> None:
     for col in ("name", "factors (classes)", "images", "source", "files (for --root)"):
         table.add_column(col)
     for spec in DATASETS.values():
-        factors = ", ".join(f"{n} {s}" for n, s in zip(spec.factor_names, spec.factor_sizes))
+        factors = ", ".join(
+            f"{n} {s}" for n, s in zip(spec.factor_names, spec.factor_sizes, strict=True)
+        )
         count = 1
         for s in spec.factor_sizes:
             count *= s

@@ -255,7 +255,7 @@ def load_config(preset: str | Path | None = None, overrides: list[str] | None = 
         layers.append(OmegaConf.create(_parse_overrides(overrides)))
         sources.append("overrides")
     merged = layers[0]
-    for layer, source in zip(layers[1:], sources[1:]):
+    for layer, source in zip(layers[1:], sources[1:], strict=True):
         try:
             merged = OmegaConf.merge(merged, layer)
         except OmegaConfBaseException as exc:

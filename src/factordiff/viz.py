@@ -44,7 +44,10 @@ def save_grid(
     cell_inches: float = 0.9,
     row_counts: list[int] | None = None,
 ) -> Path:
-    """Save images (rows, cols, H, W, C) as one labelled PNG; cells past ``row_counts`` stay blank."""
+    """Save images (rows, cols, H, W, C) as one labelled PNG.
+
+    Cells of row r past ``row_counts[r]`` stay blank (factors with fewer classes).
+    """
     n_rows, n_cols = images.shape[:2]
     fig, axes = plt.subplots(
         n_rows,
@@ -83,6 +86,6 @@ def save_factor_sweep(
 ) -> Path:
     """The ``factordiff data show`` figure: one row per factor, labelled with its name."""
     grid, counts = factor_sweep(dataset, n_cols=n_cols, seed=seed)
-    labels = [f"{n} ({s})" for n, s in zip(dataset.factor_names, dataset.factor_sizes)]
+    labels = [f"{n} ({s})" for n, s in zip(dataset.factor_names, dataset.factor_sizes, strict=True)]
     title = f"{dataset.name}: one factor per row"
     return save_grid(grid, out, row_labels=labels, title=title, row_counts=counts)

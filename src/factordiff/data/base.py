@@ -77,8 +77,10 @@ class GridDataset:
         return int(np.prod(self.factor_sizes, dtype=np.int64))
 
     def __repr__(self) -> str:
-        factors = ", ".join(f"{n}={s}" for n, s in zip(self.factor_names, self.factor_sizes))
-        return f"<{type(self).__name__} {self.name!r}: {len(self)} images {self.image_shape}, {factors}>"
+        pairs = zip(self.factor_names, self.factor_sizes, strict=True)
+        factors = ", ".join(f"{n}={s}" for n, s in pairs)
+        kind = type(self).__name__
+        return f"<{kind} {self.name!r}: {len(self)} images {self.image_shape}, {factors}>"
 
     # --- the index <-> factors bijection (C order, last factor fastest) ---------------
     def check_factors(self, factors: np.ndarray) -> np.ndarray:
@@ -91,11 +93,10 @@ class GridDataset:
                 f"{self.name}: factors must have shape (B, {len(self.factor_sizes)}) "
                 f"for factors {self.factor_names}, got {factors.shape}"
             )
-        if not np.issubdtype(factors.dtype, np.integer):
-            if not np.all(np.mod(factors, 1) == 0):
-                raise DatasetError(
-                    f"{self.name}: factors are integer class indices, got non-integer values"
-                )
+        if not np.issubdtype(factors.dtype, np.integer) and not np.all(np.mod(factors, 1) == 0):
+            raise DatasetError(
+                f"{self.name}: factors are integer class indices, got non-integer values"
+            )
         factors = factors.astype(np.int64)
         sizes = np.asarray(self.factor_sizes)
         bad = (factors < 0) | (factors >= sizes)

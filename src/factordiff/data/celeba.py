@@ -61,9 +61,13 @@ class CelebA(GridDataset):
         split: Split = "all",
     ) -> None:
         if preprocess not in PREPROCESS:
-            raise DatasetError(f"celeba: preprocess must be one of {PREPROCESS}, got {preprocess!r}")
+            raise DatasetError(
+                f"celeba: preprocess must be one of {PREPROCESS}, got {preprocess!r}"
+            )
         if split != "all" and split not in SPLITS:
-            raise DatasetError(f"celeba: split must be 'all' or one of {tuple(SPLITS)}, got {split!r}")
+            raise DatasetError(
+                f"celeba: split must be 'all' or one of {tuple(SPLITS)}, got {split!r}"
+            )
         if not isinstance(image_size, int) or image_size < 1:
             raise DatasetError(f"celeba: image_size must be a positive int, got {image_size!r}")
         if preprocess == "crop148" and image_size > CROP:
@@ -89,13 +93,14 @@ class CelebA(GridDataset):
                     f"celeba: split={split!r} needs {self.root / PARTITION_FILE} (not found)"
                 )
             keep = partition == SPLITS[split]
-            filenames = [f for f, k in zip(filenames, keep) if k]
+            filenames = [f for f, k in zip(filenames, keep, strict=True) if k]
             attributes = attributes[keep]
             partition = partition[keep]
 
-        self.image_dir = _find(self.root, IMAGE_DIR, ("", "Img"))
-        if self.image_dir is None or not self.image_dir.is_dir():
+        image_dir = _find(self.root, IMAGE_DIR, ("", "Img"))
+        if image_dir is None or not image_dir.is_dir():
             raise DatasetError(f"celeba: image folder {self.root / IMAGE_DIR} not found")
+        self.image_dir: Path = image_dir
         present = set(os.listdir(self.image_dir))
         missing = [f for f in filenames if f not in present]
         if missing:
@@ -142,10 +147,7 @@ def _find(root: Path, name: str, subdirs: tuple[str, ...]) -> Path | None:
 def resize_shorter(img: Image.Image, short: int) -> Image.Image:
     """Resize so the shorter side is ``short`` (torchvision ``Resize(int)`` rounding)."""
     w, h = img.size
-    if w <= h:
-        new = (short, int(short * h / w))
-    else:
-        new = (int(short * w / h), short)
+    new = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
     return img.resize(new, Image.Resampling.BILINEAR)
 
 

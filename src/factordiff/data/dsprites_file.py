@@ -91,7 +91,7 @@ class DSpritesFile(GridDataset):
     def _open(self) -> None:
         shape = (N_IMAGES, PACKED_BYTES)
         hit = read_cached_npy(self.cache_path, self._expected_stamp(), np.uint8, shape)
-        if hit is None:
+        if hit is None or "values" not in hit[1]:
             hit = self._build_cache()
         self._packed, stamp = hit
         self._factor_values = tuple(np.asarray(v, dtype=np.float64) for v in stamp["values"])
@@ -130,26 +130,32 @@ class DSpritesFile(GridDataset):
 
 
 def _grid_values(path: Path, classes: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
-    """Check that the latents form the C-order grid; the value of each class per factor."""
-    expected = np.unravel_index(np.arange(N_IMAGES), FILE_LATENT_SIZES)
-    for col, want in enumerate(expected):
+    """Check that the latents form the C-order grid; the value of each class per factor.
+
+    Every row is checked (``classes[i] == np.unravel_index(i, sizes)``), one column at a
+    time so the temporary arrays stay small.
+    """
+    rows = np.arange(N_IMAGES, dtype=np.int64)
+    strides = np.cumprod((1, *FILE_LATENT_SIZES[::-1]))[-2::-1]
+    out = []
+    for col, size in enumerate(FILE_LATENT_SIZES):
+        want = (rows // strides[col]) % size
         if not np.array_equal(classes[:, col], want):
             row = int(np.flatnonzero(classes[:, col] != want)[0])
+            expected = [int(e) for e in np.unravel_index(row, FILE_LATENT_SIZES)]
             raise DatasetError(
                 f"{path}: latents_classes is not the C-order grid over {FILE_LATENT_SIZES}: "
-                f"row {row} is {classes[row].tolist()}, expected "
-                f"{[int(e[row]) for e in expected]}; not the published dSprites file?"
+                f"row {row} is {classes[row].tolist()}, expected {expected}; "
+                "not the published dSprites file?"
             )
-    out = []
-    strides = np.cumprod((1, *FILE_LATENT_SIZES[::-1]))[-2::-1]
-    for col, size in enumerate(FILE_LATENT_SIZES[1:], start=1):
         table = values[np.arange(size) * strides[col], col]
-        if not np.allclose(values[:, col], table[classes[:, col]], rtol=0, atol=1e-6):
+        if not np.allclose(values[:, col], table[want], rtol=0, atol=1e-6):
             raise DatasetError(
                 f"{path}: latents_values column {col} is not one value per class; "
                 "not the published dSprites file?"
             )
-        out.append(np.asarray(table, dtype=np.float64))
+        if col > 0:  # column 0 is colour, a single value: dropped
+            out.append(np.asarray(table, dtype=np.float64))
     return out
 
 

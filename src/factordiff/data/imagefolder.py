@@ -96,7 +96,9 @@ class ImageFolder(GridDataset):
         for row, key in enumerate(map(tuple, classes.tolist())):
             first = self._lookup.setdefault(key, row)
             if first != row:
-                combo = ", ".join(f"{n}={v}" for n, v in zip(columns, raw[row].tolist()))
+                combo = ", ".join(
+                    f"{n}={v}" for n, v in zip(columns, raw[row].tolist(), strict=True)
+                )
                 raise DatasetError(
                     f"{csv_path}: rows {first + 1} and {row + 1} ({self.files[first].name}, "
                     f"{self.files[row].name}) have the same factors ({combo}); "
@@ -133,7 +135,8 @@ class ImageFolder(GridDataset):
             row = self._lookup.get(key)
             if row is None:
                 combo = ", ".join(
-                    f"{n}={v[c]}" for n, v, c in zip(self.factor_names, self.factor_values, key)
+                    f"{n}={v[c]}"
+                    for n, v, c in zip(self.factor_names, self.factor_values, key, strict=True)
                 )
                 raise DatasetError(
                     f"imagefolder: no image in {self.root / FACTORS_CSV} has factors "
@@ -217,9 +220,7 @@ def _open_image(path: Path) -> Image.Image:
 
 def find_images(root: Path) -> list[Path]:
     """Every PNG/JPEG under ``root`` (recursive), sorted by path relative to ``root``."""
-    found = [
-        p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    ]
+    found = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 

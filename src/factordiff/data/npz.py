@@ -1,4 +1,4 @@
-"""Lazy access to the arrays inside published ``.npz`` files, and the on-disk caches built from them.
+"""Lazy access to the arrays inside published ``.npz`` files, and the caches built from them.
 
 The published datasets are too large to load: MPI3D's ``images`` is 12.7 GB, dSprites'
 ``imgs`` 3 GB once decompressed. ``np.load`` on an ``.npz`` cannot memory-map, so this
@@ -275,7 +275,7 @@ def check_array_spec(
         raise DatasetError(f"{where}: dtype {dtype}, expected {np.dtype(want_dtype)}")
     if want_shape is not None:
         ok = len(shape) == len(want_shape) and all(
-            w is None or w == s for s, w in zip(shape, want_shape)
+            w is None or w == s for s, w in zip(shape, want_shape, strict=True)
         )
         if not ok:
             want = "(" + ", ".join("N" if w is None else str(w) for w in want_shape) + ")"
@@ -363,9 +363,7 @@ def _iter_raw(member: NpzMember, chunk_bytes: int) -> Iterator[bytes]:
         raise DatasetError(f"{where}: corrupt or truncated ({exc})") from exc
 
 
-def iter_npz_rows(
-    member: NpzMember, rows_per_chunk: int
-) -> Iterator[tuple[int, np.ndarray]]:
+def iter_npz_rows(member: NpzMember, rows_per_chunk: int) -> Iterator[tuple[int, np.ndarray]]:
     """``(start_row, rows)`` blocks of a C-order member, decoded from the zip stream.
 
     Memory stays at one block whatever the member size; used to re-encode a large member

@@ -18,6 +18,7 @@ the C-order position, so a file in another order fails loudly instead of mislabe
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import h5py
@@ -64,7 +65,7 @@ class Shapes3DFile(GridDataset):
     @property
     def factor_values(self) -> tuple[np.ndarray, ...]:
         """Hues 0, 0.1, .., 0.9; scale 0.75..1.25; shape 0..3; orientation -30..30 degrees."""
-        return tuple(v[:s].copy() for v, s in zip(PUBLISHED_VALUES, self.factor_sizes))
+        return tuple(v[:s].copy() for v, s in zip(PUBLISHED_VALUES, self.factor_sizes, strict=True))
 
     # --- file access -------------------------------------------------------------------
     def _h5(self) -> h5py.File:
@@ -121,9 +122,7 @@ class Shapes3DFile(GridDataset):
         check = np.unique(check)
         got = self._guard(lambda: labels[check], "labels")
         factors = self.index_to_factors(check)
-        want = np.stack(
-            [v[factors[:, i]] for i, v in enumerate(self.factor_values)], axis=1
-        )
+        want = np.stack([v[factors[:, i]] for i, v in enumerate(self.factor_values)], axis=1)
         bad = ~np.isclose(got, want, rtol=0, atol=1e-3).all(axis=1)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
@@ -133,7 +132,7 @@ class Shapes3DFile(GridDataset):
                 f"in C order over {self.factor_names}; not the published 3dshapes.h5?"
             )
 
-    def _guard(self, read: Any, what: str) -> np.ndarray:
+    def _guard(self, read: Callable[[], Any], what: str) -> np.ndarray:
         try:
             return np.asarray(read())
         except (OSError, RuntimeError, ValueError) as exc:
