@@ -81,6 +81,7 @@ SOURCES: dict[str, list[RemoteFile]] = {
     ],
     "mpi3d_toy": [RemoteFile("mpi3d_toy.npz", f"{_HF_MPI3D}/mpi3d_toy.npz")],
     "mpi3d_real": [RemoteFile("mpi3d_real.npz", f"{_HF_MPI3D}/mpi3d_real.npz")],
+    "mpi3d_realistic": [RemoteFile("mpi3d_realistic.npz", f"{_HF_MPI3D}/mpi3d_realistic.npz")],
     "cars3d": [
         RemoteFile(
             "nips2015-analogy-data.tar.gz",
@@ -103,10 +104,9 @@ MANUAL_DATASETS = frozenset({"celeba"})
 
 #: Extra advice on failure, for hosts known to move their files.
 _FAILURE_HINTS = {
-    "mpi3d_toy.npz": f"MPI3D links have moved before; the current ones are announced at "
-    f"{MPI3D_ANNOUNCE}.",
-    "mpi3d_real.npz": f"MPI3D links have moved before; the current ones are announced at "
-    f"{MPI3D_ANNOUNCE}.",
+    f"mpi3d_{variant}.npz": "MPI3D links have moved before; the current ones are announced "
+    f"at {MPI3D_ANNOUNCE}."
+    for variant in ("toy", "real", "realistic")
 }
 
 

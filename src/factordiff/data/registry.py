@@ -87,6 +87,14 @@ DATASETS: dict[str, DatasetSpec] = {
             files_hint="mpi3d_real.npz",
         ),
         DatasetSpec(
+            "mpi3d_realistic",
+            "MPI3D-realistic: realistic renders of the robot-arm scene, 64x64 RGB",
+            ("color", "shape", "size", "camera_height", "background", "horizontal", "vertical"),
+            (6, 6, 2, 3, 3, 40, 40),
+            files=f"{_M}.mpi3d:MPI3DRealistic",
+            files_hint="mpi3d_realistic.npz",
+        ),
+        DatasetSpec(
             "cars3d",
             "Cars3D: rendered car models, resized to 64x64 RGB (Reed et al. 2015)",
             ("elevation", "azimuth", "object"),
