@@ -161,3 +161,28 @@ class GridDataset:
 
     def _render(self, factors: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+
+class MemmapGridDataset(GridDataset):
+    """A grid dataset whose images live in a memory-mapped (N, H, W, C) array.
+
+    Subclasses implement ``_open`` to set ``self._images``. The map is dropped when the
+    dataset is pickled (DataLoader workers), because numpy would copy the whole array;
+    each process re-opens it on first read.
+    """
+
+    _images: np.ndarray | None = None
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _read(self, indices: np.ndarray) -> np.ndarray:
+        if self._images is None:
+            self._open()
+        assert self._images is not None
+        return np.asarray(self._images[indices])
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_images"] = None
+        return state

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from factordiff.data.base import GridDataset
+from factordiff.data.base import MemmapGridDataset
 from factordiff.data.npz import (
     CACHE_VERSION,
     file_signature,
@@ -59,7 +59,7 @@ def find_cars_folder(root: str | os.PathLike[str]) -> Path:
     )
 
 
-class Cars3D(GridDataset):
+class Cars3D(MemmapGridDataset):
     """Cars3D from its ``.mat`` files; ``root`` holds ``data/cars/`` or is that folder."""
 
     name = "cars3d"
@@ -106,17 +106,6 @@ class Cars3D(GridDataset):
         with ThreadPoolExecutor(workers) as pool:
             for obj, small in enumerate(pool.map(load_small, self.files)):
                 grid[:, :, obj] = small.transpose(1, 0, 2, 3, 4)
-
-    def _read(self, indices: np.ndarray) -> np.ndarray:
-        if self._images is None:  # after unpickling
-            self._open()
-        assert self._images is not None
-        return np.asarray(self._images[indices])
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_images"] = None
-        return state
 
 
 def load_mesh(path: Path) -> np.ndarray:

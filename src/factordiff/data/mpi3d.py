@@ -19,11 +19,10 @@ which needs that much free disk space in ``cache_dir`` (default: next to the fil
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import numpy as np
 
-from factordiff.data.base import GridDataset
+from factordiff.data.base import MemmapGridDataset
 from factordiff.data.npz import inspect_npz_member, locate_file, memmap_npz_member
 from factordiff.errors import DatasetError
 
@@ -32,7 +31,7 @@ FACTOR_SIZES = (6, 6, 2, 3, 3, 40, 40)
 _OLD_RELEASE_COUNT = 4 * 4 * 2 * 3 * 3 * 40 * 40
 
 
-class _MPI3DFile(GridDataset):
+class _MPI3DFile(MemmapGridDataset):
     """Shared loader; subclasses set ``name`` and ``filename``."""
 
     filename: str = ""
@@ -80,18 +79,6 @@ class _MPI3DFile(GridDataset):
         images = memmap_npz_member(self.path, "images", dtype=np.uint8, cache_dir=self.cache_dir)
         # A C-order memmap reshapes to the flat layout without copying.
         self._images = images.reshape(len(self), *self.image_shape)
-
-    def _read(self, indices: np.ndarray) -> np.ndarray:
-        if self._images is None:  # after unpickling
-            self._open()
-        assert self._images is not None
-        return np.asarray(self._images[indices])
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Never pickle the memory map: numpy would copy all 12.7 GB.
-        state = self.__dict__.copy()
-        state["_images"] = None
-        return state
 
 
 class MPI3DToy(_MPI3DFile):
