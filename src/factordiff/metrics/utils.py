@@ -53,9 +53,11 @@ def check_factors(factors: np.ndarray, n: int, name: str = "factors") -> np.ndar
         raise MetricInputError(
             f"{name} has {arr.shape[0]} rows but the codes have {n}: one row per point in both"
         )
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not (np.isfinite(arr).all() and np.all(np.mod(arr, 1) == 0)):
-            raise MetricInputError(f"{name} must hold integer class indices")
+    integral = np.issubdtype(arr.dtype, np.integer) or (
+        np.issubdtype(arr.dtype, np.number) and np.isfinite(arr).all() and np.all(arr % 1 == 0)
+    )
+    if not integral:
+        raise MetricInputError(f"{name} must hold integer class indices")
     return arr.astype(np.int64)
 
 
