@@ -127,6 +127,52 @@ def config_show(
     console.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="", markup=False)
 
 
+@app.command("metrics")
+def metrics_command(
+    codes_file: Path = typer.Argument(
+        ..., help=".npz with codes, factors (+ optional test split)."
+    ),
+    metrics: str = typer.Option("dci,mig,sap,modularity", help="Comma-separated metrics."),
+    backend: str = typer.Option(
+        "lightgbm", help="DCI trees: lightgbm (fast) or sklearn (reference)."
+    ),
+    train_fraction: float = typer.Option(2 / 3, help="Train share when no codes_test is given."),
+    out: Path | None = typer.Option(None, help="Write all results as JSON here."),
+) -> None:
+    """Score saved codes of any model with the array metrics (DCI, MIG, SAP, Modularity, TAD)."""
+    import json
+
+    from factordiff.metrics.codes_file import HEADLINE, load_codes, score_codes
+
+    data = load_codes(codes_file, train_fraction)
+    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    results = score_codes(data, names, dci_backend=backend)
+    table = Table(title=f"{codes_file.name}: {results['n_train']} train / {results['n_test']} test")
+    for col in ("metric", "score", "value", "seconds"):
+        table.add_column(col)
+    for name in names:
+        res = results[name.lower()]
+        for key in HEADLINE[name.lower()]:
+            value = res[key]
+            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+            table.add_row(name, key, shown, f"{res['seconds']:.2f}")
+    console.print(table)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2, default=_jsonable))
+        console.print(f"wrote {out}")
+
+
+def _jsonable(value: object) -> object:
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Run directory of the quick start."),
