@@ -64,7 +64,7 @@ def test_modularity_arrays(key: str) -> None:
     assert got["explicitness_test"] == pytest.approx(ref["explicitness_score_test"], abs=1e-6)
 
 
-@pytest.mark.parametrize("key", list(ARRAYS["dci"]))
+@pytest.mark.parametrize("key", _cases(list(ARRAYS["dci"])))
 def test_dci_sklearn_matches_reference(key: str) -> None:
     runs = ARRAYS["dci"][key]["runs"]
     got = dci(*case(key), backend="sklearn")
@@ -73,7 +73,7 @@ def test_dci_sklearn_matches_reference(key: str) -> None:
         assert min(reference) - 0.005 <= got[name] <= max(reference) + 0.005, name
 
 
-@pytest.mark.parametrize("key", list(ARRAYS["dci"]))
+@pytest.mark.parametrize("key", _cases(list(ARRAYS["dci"])))
 def test_dci_fast_backend_within_002(key: str) -> None:
     ref = ARRAYS["dci"][key]["runs"][0]
     got = dci(*case(key))

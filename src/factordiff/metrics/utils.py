@@ -87,21 +87,26 @@ def _dense_labels(x: np.ndarray) -> tuple[np.ndarray, int]:
 def mutual_info(a: np.ndarray, b: np.ndarray) -> float:
     """Mutual information (nats) of two discrete label vectors.
 
-    Same value as ``sklearn.metrics.mutual_info_score`` (the function disentanglement_lib
-    calls), computed from one ``bincount`` contingency table.
+    The value of ``sklearn.metrics.mutual_info_score`` (what disentanglement_lib calls),
+    including its conventions: exactly 0 when either variable is constant, per-cell terms
+    below machine epsilon snapped to 0, the sum clipped at 0. Computed from one
+    ``bincount`` contingency table.
     """
     la, ka = _dense_labels(a)
     lb, kb = _dense_labels(b)
-    n = la.shape[0]
-    joint = np.bincount(la * kb + lb, minlength=ka * kb).reshape(ka, kb).astype(np.float64)
-    nz = joint > 0
-    pa = joint.sum(axis=1, keepdims=True)
-    pb = joint.sum(axis=0, keepdims=True)
-    # sum p(a,b) log(p(a,b) / (p(a) p(b))) with counts: (c/n) log(c n / (ca cb))
-    outer = (pa @ pb)[nz]
-    c = joint[nz]
-    mi = np.sum(c / n * (np.log(c) + np.log(n) - np.log(outer)))
-    return float(max(mi, 0.0))
+    if ka == 1 or kb == 1:
+        return 0.0
+    joint = np.bincount(la * kb + lb, minlength=ka * kb).reshape(ka, kb)
+    rows, cols = np.nonzero(joint)
+    counts = joint[rows, cols].astype(np.float64)
+    total = counts.sum()
+    pa = joint.sum(axis=1).astype(np.float64)
+    pb = joint.sum(axis=0).astype(np.float64)
+    p_joint = counts / total
+    log_outer = -np.log(pa[rows] * pb[cols]) + np.log(pa.sum()) + np.log(pb.sum())
+    terms = p_joint * (np.log(counts) - np.log(total)) + p_joint * log_outer
+    terms = np.where(np.abs(terms) < np.finfo(terms.dtype).eps, 0.0, terms)
+    return float(np.clip(terms.sum(), 0.0, None))
 
 
 def mutual_info_matrix(discrete_codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
