@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from metric_cases import CASE_KEYS, REPRESENTATIONS, MetricTinyGrid, case
 
 from factordiff.metrics.beta_vae import beta_vae
 from factordiff.metrics.dci import dci
@@ -23,6 +22,7 @@ from factordiff.metrics.mig import mig
 from factordiff.metrics.modularity import modularity
 from factordiff.metrics.sap import sap
 from factordiff.metrics.utils import sample_codes
+from metric_cases import CASE_KEYS, REPRESENTATIONS, MetricTinyGrid, case
 
 REFERENCE = json.loads((Path(__file__).parent / "fixtures" / "reference_metrics.json").read_text())
 ARRAYS = REFERENCE["arrays"]

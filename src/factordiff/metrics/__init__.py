@@ -19,7 +19,6 @@ from factordiff.metrics.tad import tad
 from factordiff.metrics.utils import MetricInputError
 
 
-
 def __getattr__(name: str):
     """``fid`` loads torch; import it only when asked for."""
     if name == "fid":
