@@ -26,11 +26,12 @@ factor sizes), so there are two backends:
     proportional to sklearn's importances. After each round the leaf values are overwritten
     with sklearn's Newton step (``set_leaf_output``), and the raw scores are tracked here,
     so the boosting path follows sklearn's. What remains different: LightGBM's histogram
-    binning (at most 255 split candidates per code instead of every midpoint; see
-    ``MAX_BIN``), its single-precision gradients, and how ties are broken. Agreement is
-    tested, not assumed (``tests/test_dci.py``, ``benchmarks/metrics_speed.py``): within
-    0.005 of the reference's D, C and I on 10000 x 20 Shapes3D-like codes, ~37x faster
-    (one core each).
+    binning (above 5000 training points, 255 split candidates per code instead of every
+    midpoint; see ``EXACT_BINS_UP_TO``), its single-precision gradients, and how ties are
+    broken. Agreement is tested, not assumed (``tests/test_dci.py``,
+    ``tests/test_reference_agreement.py``, ``benchmarks/metrics_speed.py``): within 0.005 of
+    the reference's D, C and I on 10000 x 20 Shapes3D-like codes, ~37x faster (one core
+    each); within ~0.001 with exact bins (1000-5000 points).
 
     LightGBM's default ``feature_importances_`` (split counts) must not be used: on the same
     codes it gave D 0.07 where the reference gives 0.91.
@@ -55,14 +56,25 @@ BACKENDS: tuple[str, ...] = ("sklearn", "lightgbm")
 N_ESTIMATORS = 100
 LEARNING_RATE = 0.1
 MAX_DEPTH = 3
-# LightGBM split candidates per code. Binning is what is left between the backends: on the
-# 10000 x 20 Shapes3D-like codes, 255 bins agree with sklearn within 0.005 (D, C, I) in
-# ~6 s; 16383 (exact for 10000 points) within 0.002 but in ~38 s; 1023 and 4095 are no
-# closer than 255 (~0.006) and slower.
+# LightGBM split candidates per code. Binning is what is left between the backends. With one
+# bin per distinct value (exact: every midpoint, as sklearn) the importances follow sklearn's
+# to ~5e-4 in D/C, at a cost growing with the bins. With 255 bins, points sharing a bin
+# across a class boundary leak importance to other codes: D/C low by 0.019 at 1000 training
+# points, 0.014 at 3000, 0.007 at 5000, 0.003 at 10000 (clean one-code-per-factor codes;
+# less on mixed codes). Hence exact bins up to EXACT_BINS_UP_TO training points (10000 x 20:
+# exact ~38 s, 255 bins ~6 s, sklearn ~220 s), 255 bins above.
 MAX_BIN = 255
+EXACT_BINS_UP_TO = 5000
 
 
-def _lightgbm_params(n_trees_per_round: int, n_threads: int, seed: int | None) -> dict:
+def default_max_bin(n_train: int) -> int:
+    """Exact bins (one per distinct value) for up to EXACT_BINS_UP_TO points, else MAX_BIN."""
+    return max(MAX_BIN, n_train) if n_train <= EXACT_BINS_UP_TO else MAX_BIN
+
+
+def _lightgbm_params(
+    n_trees_per_round: int, n_threads: int, seed: int | None, max_bin: int
+) -> dict:
     """LightGBM settings that make its tree learner grow sklearn's default trees."""
     return {
         "objective": "none",  # gradients come from _fit_lightgbm (custom objective)
@@ -80,7 +92,7 @@ def _lightgbm_params(n_trees_per_round: int, n_threads: int, seed: int | None) -
         "bagging_freq": 0,
         "feature_fraction": 1.0,  # sklearn max_features=None
         "feature_fraction_bynode": 1.0,
-        "max_bin": MAX_BIN,
+        "max_bin": int(max_bin),
         "min_data_in_bin": 1,
         "force_col_wise": True,
         "deterministic": True,
@@ -127,6 +139,7 @@ def _fit_lightgbm(
     n_classes: int,
     n_threads: int,
     seed: int | None,
+    max_bin: int | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """sklearn's gradient boosting on LightGBM trees (see the module docstring).
 
@@ -157,7 +170,9 @@ def _fit_lightgbm(
         test_raw = np.tile(init, (len(x_test), 1))
         return np.zeros(x_train.shape[1]), classes_of(raw), classes_of(test_raw)
 
-    params = _lightgbm_params(n_trees, n_threads, seed)
+    if max_bin is None:
+        max_bin = default_max_bin(n)
+    params = _lightgbm_params(n_trees, n_threads, seed, max_bin)
     # predict() does not inherit the booster's threads: pass them, or it uses every core
     threads = params["num_threads"]
     booster = lgb.Booster(params, lgb.Dataset(x_train, label=y_train, params=params))
@@ -225,6 +240,7 @@ def fit_gbt_classifier(
     backend: Backend = "lightgbm",
     n_threads: int = 1,
     seed: int | None = None,
+    max_bin: int | None = None,
 ) -> tuple[np.ndarray, float, float]:
     """Fit one gradient-boosted classifier of ``y`` (1-D labels) on all columns of ``x``.
 
@@ -235,7 +251,8 @@ def fit_gbt_classifier(
     trees OpenMP threads spin-wait, and on a shared 2-core machine 2 threads made the
     10000 x 20 fit 17-40x *slower* than 1 (6 s -> 100-240 s). ``seed``: sklearn's
     ``random_state`` (None, as in the reference, leaves feature-order ties to chance);
-    LightGBM is deterministic, seed None means 0.
+    LightGBM is deterministic, seed None means 0. ``max_bin``: LightGBM's split candidates
+    per code (None: :func:`default_max_bin`; ``>= n`` reproduces sklearn's exact splits).
     Inputs are assumed checked (see ``factordiff.metrics.utils.check_pair``).
     """
     if backend not in BACKENDS:
@@ -247,7 +264,7 @@ def fit_gbt_classifier(
         importances, pred_train, pred_test = _fit_sklearn(x_train, y_train_enc, x_test, seed)
     else:
         importances, pred_train, pred_test = _fit_lightgbm(
-            x_train, y_train_enc, x_test, n_classes, n_threads, seed
+            x_train, y_train_enc, x_test, n_classes, n_threads, seed, max_bin
         )
     train_acc = float(np.mean(pred_train == y_train_enc))
     test_acc = float(np.mean(pred_test == y_test_enc))
