@@ -279,6 +279,7 @@ def fit_gbt_per_factor(
     backend: Backend = "lightgbm",
     n_jobs: int | None = None,
     seed: int | None = None,
+    max_bin: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One classifier per factor column, on all codes.
 
@@ -286,19 +287,21 @@ def fit_gbt_per_factor(
     test_accuracy (n_factors,))``. ``n_jobs``: factors fitted at once, in separate
     processes, each fit single-threaded (None or 1: one after another; -1: all cores). Same
     numbers either way; processes, unlike OpenMP threads, degrade gracefully on a busy
-    machine.
+    machine. ``seed``, ``max_bin``: see :func:`fit_gbt_classifier`.
     """
     n_factors = factors_train.shape[1]
+    kwargs = {"backend": backend, "n_threads": 1, "seed": seed, "max_bin": max_bin}
     jobs = [
-        (codes_train, factors_train[:, j], codes_test, factors_test[:, j], backend, 1, seed)
-        for j in range(n_factors)
+        (codes_train, factors_train[:, j], codes_test, factors_test[:, j]) for j in range(n_factors)
     ]
     if n_jobs is not None and n_jobs != 1 and n_factors > 1:
         from joblib import Parallel, delayed
 
-        results = Parallel(n_jobs=n_jobs)(delayed(fit_gbt_classifier)(*job) for job in jobs)
+        results = Parallel(n_jobs=n_jobs)(
+            delayed(fit_gbt_classifier)(*job, **kwargs) for job in jobs
+        )
     else:
-        results = [fit_gbt_classifier(*job) for job in jobs]
+        results = [fit_gbt_classifier(*job, **kwargs) for job in jobs]
     importance = np.stack([r[0] for r in results], axis=1)
     train_acc = np.array([r[1] for r in results])
     test_acc = np.array([r[2] for r in results])
