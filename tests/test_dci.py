@@ -14,7 +14,7 @@ from factordiff.metrics.dci import (
     dci,
     disentanglement_from_importance,
 )
-from factordiff.metrics.gbt import fit_gbt_classifier
+from factordiff.metrics.gbt import default_max_bin, fit_gbt_classifier, fit_gbt_per_factor
 from factordiff.metrics.utils import MetricInputError
 
 SHAPES3D_SIZES = (10, 10, 10, 8, 4, 15)
@@ -253,17 +253,42 @@ TOL = 0.02
 KEYS = ("disentanglement", "completeness", "informativeness_train", "informativeness_test")
 
 
-def _assert_agree(codes: tuple, n_jobs: int | None = None) -> tuple[dict, dict]:
+def _assert_agree(
+    codes: tuple, n_jobs: int | None = None, ref: dict | None = None
+) -> tuple[dict, dict]:
     fast = dci(*codes, backend="lightgbm", n_jobs=n_jobs)
-    ref = dci(*codes, backend="sklearn", n_jobs=n_jobs, seed=0)
+    if ref is None:
+        ref = dci(*codes, backend="sklearn", n_jobs=n_jobs, seed=0)
     for key in KEYS:
         assert abs(fast[key] - ref[key]) <= TOL, (key, fast[key], ref[key])
     return fast, ref
 
 
-def test_lightgbm_agrees_with_sklearn_small():
+def test_default_bins_are_exact_for_small_samples():
+    assert default_max_bin(100) == 255
+    assert default_max_bin(1500) == 1500  # one bin per distinct value: sklearn's splits
+    assert default_max_bin(10000) == 255  # the protocol size: 255 bins, within 0.005
+
+
+@pytest.fixture(scope="module")
+def small_mixed():
+    """Codes and the reference's scores (sklearn, seed 0) for the small agreement tests."""
     codes = synthetic_codes("mixed", 1500, 750, sizes=(6, 4, 3), n_codes=10, noise=0.12)
-    _assert_agree(codes, n_jobs=2)
+    return codes, dci(*codes, backend="sklearn", n_jobs=2, seed=0)
+
+
+def test_lightgbm_agrees_with_sklearn_small(small_mixed):
+    codes, ref = small_mixed
+    _assert_agree(codes, n_jobs=2, ref=ref)
+
+
+def test_lightgbm_agrees_with_sklearn_with_255_bins(small_mixed):
+    # The binned mode (used above 5000 points) on a small sample, where binning costs most.
+    codes, ref = small_mixed
+    imp, _, acc = fit_gbt_per_factor(*codes, n_jobs=2, max_bin=255)
+    assert abs(disentanglement_from_importance(imp) - ref["disentanglement"]) <= TOL
+    assert abs(completeness_from_importance(imp) - ref["completeness"]) <= TOL
+    assert abs(acc.mean() - ref["informativeness_test"]) <= TOL
 
 
 @pytest.mark.slow
