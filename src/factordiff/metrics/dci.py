@@ -35,7 +35,7 @@ import numpy as np
 import scipy.stats
 
 from factordiff.metrics.gbt import BACKENDS, Backend, fit_gbt_per_factor
-from factordiff.metrics.utils import MetricInputError, check_pair
+from factordiff.metrics.utils import MetricInputError, check_train_test
 
 # The reference adds this to every importance before taking entropies.
 ENTROPY_EPS = 1e-11
@@ -120,17 +120,9 @@ def dci(
     """
     if backend not in BACKENDS:
         raise MetricInputError(f"unknown DCI backend {backend!r}; choose one of {BACKENDS}")
-    codes_train, factors_train = check_pair(codes_train, factors_train, "_train")
-    codes_test, factors_test = check_pair(codes_test, factors_test, "_test")
-    if codes_train.shape[1] != codes_test.shape[1]:
-        raise MetricInputError(
-            f"codes_train has {codes_train.shape[1]} codes but codes_test has {codes_test.shape[1]}"
-        )
-    if factors_train.shape[1] != factors_test.shape[1]:
-        raise MetricInputError(
-            f"factors_train has {factors_train.shape[1]} factors but factors_test has "
-            f"{factors_test.shape[1]}"
-        )
+    codes_train, factors_train, codes_test, factors_test = check_train_test(
+        codes_train, factors_train, codes_test, factors_test
+    )
     importance, train_acc, test_acc = fit_gbt_per_factor(
         codes_train, factors_train, codes_test, factors_test, backend, n_jobs, seed
     )

@@ -28,6 +28,7 @@ from sklearn.metrics import roc_auc_score
 from factordiff.metrics.utils import (
     MetricInputError,
     check_pair,
+    check_train_test,
     histogram_discretize,
     mutual_info_matrix,
 )
@@ -100,11 +101,9 @@ def modularity(
         return out
     if factors_test is None:
         raise MetricInputError("codes_test given without factors_test")
-    codes_test, factors_test = check_pair(codes_test, factors_test, "_test")
-    if codes_test.shape[1] != codes.shape[1]:
-        raise MetricInputError(
-            f"codes has {codes.shape[1]} codes but codes_test has {codes_test.shape[1]}"
-        )
+    codes, factors, codes_test, factors_test = check_train_test(
+        codes, factors, codes_test, factors_test
+    )
     train, test = explicitness(codes, factors, codes_test, factors_test)
     out.update(explicitness=test, explicitness_train=train, explicitness_test=test)
     return out

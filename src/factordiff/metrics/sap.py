@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
-from factordiff.metrics.utils import MetricInputError, check_pair
+from factordiff.metrics.utils import MetricInputError, check_train_test
 
 
 def sap_score_matrix(
@@ -67,14 +67,9 @@ def sap(
     continuous_factors: bool = False,
 ) -> dict:
     """SAP of the codes; returns ``{"sap": float, "score_matrix": (n_codes, n_factors)}``."""
-    codes_train, factors_train = check_pair(codes_train, factors_train, "_train")
-    codes_test, factors_test = check_pair(codes_test, factors_test, "_test")
-    if codes_train.shape[1] != codes_test.shape[1]:
-        raise MetricInputError(
-            f"codes_train has {codes_train.shape[1]} codes but codes_test has {codes_test.shape[1]}"
-        )
-    if factors_train.shape[1] != factors_test.shape[1]:
-        raise MetricInputError("factors_train and factors_test have different factor counts")
+    codes_train, factors_train, codes_test, factors_test = check_train_test(
+        codes_train, factors_train, codes_test, factors_test
+    )
     if codes_train.shape[1] < 2:
         raise MetricInputError("SAP needs at least 2 codes (it is a gap between the top two)")
     if continuous_factors:

@@ -66,6 +66,27 @@ def check_pair(codes: np.ndarray, factors: np.ndarray, suffix: str = "") -> tupl
     return codes, check_factors(factors, codes.shape[0], "factors" + suffix)
 
 
+def check_train_test(
+    codes_train: np.ndarray,
+    factors_train: np.ndarray,
+    codes_test: np.ndarray,
+    factors_test: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Check a train/test split: each pair valid, same codes and factors in both."""
+    codes_train, factors_train = check_pair(codes_train, factors_train, "_train")
+    codes_test, factors_test = check_pair(codes_test, factors_test, "_test")
+    if codes_train.shape[1] != codes_test.shape[1]:
+        raise MetricInputError(
+            f"codes_train has {codes_train.shape[1]} codes but codes_test has {codes_test.shape[1]}"
+        )
+    if factors_train.shape[1] != factors_test.shape[1]:
+        raise MetricInputError(
+            f"factors_train has {factors_train.shape[1]} factors but factors_test has "
+            f"{factors_test.shape[1]}"
+        )
+    return codes_train, factors_train, codes_test, factors_test
+
+
 def histogram_discretize(codes: np.ndarray, num_bins: int = 20) -> np.ndarray:
     """Per code, ``num_bins`` equal-width bins between its min and max (disentanglement_lib).
 
