@@ -51,6 +51,25 @@ def test_data_show_writes_a_grid(tmp_path) -> None:
     assert img.ndim == 3 and img.shape[0] > 200 and img.std() > 10
 
 
+def test_data_show_on_a_partial_grid_image_folder(tmp_path) -> None:
+    rows = [("a0.png", 0, 0), ("a1.png", 1, 0), ("a2.png", 5, 1), ("a3.png", 0, 5)]
+    for i, (name, _, _) in enumerate(rows):
+        Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(tmp_path / name)
+    lines = "".join(f"{f},{a},{b}\n" for f, a, b in rows)
+    (tmp_path / "factors.csv").write_text("file,a,b\n" + lines)
+    out = tmp_path / "g.png"
+    result = runner.invoke(
+        app, ["data", "show", "imagefolder", "--root", str(tmp_path), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert out.is_file()
+
+
+def test_data_show_rejects_non_png_output(tmp_path) -> None:
+    proc = run_cli("data", "show", "quickstart", "--out", str(tmp_path / "x.txt"))
+    assert proc.returncode == 1 and "--out must be a .png" in proc.stderr
+
+
 def test_config_show_applies_overrides() -> None:
     result = runner.invoke(app, ["config", "show", "quickstart", "train.batch_size=8"])
     assert result.exit_code == 0 and "batch_size: 8" in result.output

@@ -51,6 +51,7 @@ def test_overrides_are_typed() -> None:
         (["train.batch_size"], "must look like key=value"),
         (["model.unet.skip_dropout=1.5"], r"skip_dropout must be in \[0, 1\)"),
         (["train.batch_size=0"], "train.batch_size must be > 0"),
+        (["train.base_lr=-1"], "train.base_lr must be > 0"),
     ],
 )
 def test_bad_overrides_name_the_key(overrides: list[str], message: str) -> None:
@@ -62,6 +63,9 @@ def test_yaml_errors_name_the_file(tmp_path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  bach_size: 3\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'train.bach_size'"):
+        load_config(bad)
+    bad.write_text("trian:\n  x: 1\n")
+    with pytest.raises(ConfigError, match="unknown config key 'trian'; did you mean 'train'"):
         load_config(bad)
     bad.write_text("model:\n  unet: 3\n")
     with pytest.raises(ConfigError, match="'model.unet' is a section"):

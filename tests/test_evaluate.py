@@ -56,6 +56,22 @@ def test_array_metrics_see_the_reference_points() -> None:
     assert out["mig"]["mig"] == fd.metrics.mig(codes, factors)["mig"]
 
 
+def test_datasets_without_factors_only_allow_tad(tmp_path) -> None:
+    from PIL import Image
+
+    for i in range(6):
+        Image.fromarray(np.full((8, 8, 3), 30 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    ds = fd.data.load("imagefolder", root=tmp_path)
+    with pytest.raises(MetricInputError, match="no ground-truth factors"):
+        fd.metrics.evaluate(_pixels, ds, ["mig", "sap"], scale=0.01, progress=False)
+
+
+def test_modularity_needs_two_factors() -> None:
+    codes = np.random.RandomState(0).rand(50, 3)
+    with pytest.raises(MetricInputError, match="at least 2 factors"):
+        fd.metrics.modularity(codes, np.arange(50)[:, None] % 3)
+
+
 def test_unknown_metric() -> None:
     with pytest.raises(MetricInputError, match="unknown metric"):
         fd.metrics.evaluate(_pixels, fd.data.load("quickstart"), ["fvae"], progress=False)

@@ -81,7 +81,7 @@ def test_cli_errors_are_one_line(tmp_path) -> None:
     garbage = tmp_path / "garbage.npz"
     garbage.write_text("not a zip")
     for args, needle in [
-        ([str(garbage)], "not a readable .npz"),
+        ([str(garbage)], "not an .npz (zip) file"),
         ([str(tmp_path / "missing.npz")], "no such file"),
     ]:
         proc = subprocess.run(

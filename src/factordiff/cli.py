@@ -73,13 +73,15 @@ def data_show(
     name: str = typer.Argument(..., help="Dataset name (see `factordiff data list`)."),
     root: Path | None = typer.Option(None, help="Folder with the published files."),
     out: Path = typer.Option(Path("grid.png"), help="PNG to write."),
-    cols: int = typer.Option(8, help="Values shown per factor."),
-    seed: int = typer.Option(0, help="Seed of the fixed base configuration."),
+    cols: int = typer.Option(8, min=1, help="Values shown per factor."),
+    seed: int = typer.Option(0, min=0, help="Seed of the fixed base configuration."),
 ) -> None:
     """Write a grid that walks each factor across its range, the others fixed."""
     from factordiff.data import load
     from factordiff.viz import save_factor_sweep
 
+    if out.suffix.lower() != ".png" or out.is_dir():
+        raise FactordiffError(f"--out must be a .png file path, got {out}")
     dataset = load(name, root=root)
     console.print(repr(dataset))
     path = save_factor_sweep(dataset, out, n_cols=cols, seed=seed)

@@ -163,6 +163,10 @@ def _valid_keys(cls: type = Config, prefix: str = "") -> dict[str, type | None]:
 
 def _unknown_key_error(key: str, source: str) -> ConfigError:
     valid = _valid_keys()
+    if "." not in key:  # a misspelt section name: suggest sections first
+        close = difflib.get_close_matches(key, [k for k in valid if "." not in k], n=1)
+        if close:
+            return ConfigError(f"{source}: unknown config key {key!r}; did you mean {close[0]!r}?")
     leaves = [k for k, sub in valid.items() if sub is None]
     last = key.rsplit(".", 1)[-1]
     close = (
@@ -306,6 +310,9 @@ def validate(cfg: Config) -> None:
         "train.max_steps",
     ]
     for key in positive:
+        if _get(cfg, key) <= 0:
+            raise ConfigError(f"{key} must be > 0; got {_get(cfg, key)}")
+    for key in ["train.base_lr", "model.first_stage.lr"]:
         if _get(cfg, key) <= 0:
             raise ConfigError(f"{key} must be > 0; got {_get(cfg, key)}")
     for key in ["model.unet.skip_dropout", "model.unet.dropout"]:

@@ -21,18 +21,36 @@ def factor_sweep(
     Row i walks factor i across its range with the other factors fixed: one base
     configuration is sampled (seeded) and factor i takes ``n_cols`` classes spread evenly
     over its range (all classes when it has fewer; the rest of the row is empty).
+    Datasets that are not a full grid (an image folder listing some combinations) show,
+    per factor, existing images with distinct values of it, sharing the other factors
+    with the base image where such images exist.
     """
     base = dataset.sample_factors(1, np.random.RandomState(seed))[0]
+    present = None if getattr(dataset, "is_grid", True) else dataset.row_factors
     rows, counts = [], []
     for i, size in enumerate(dataset.factor_sizes):
-        classes = np.unique(np.linspace(0, size - 1, min(n_cols, size)).round().astype(int))
-        factors = np.repeat(base[None], len(classes), axis=0)
-        factors[:, i] = classes
+        if present is None:
+            classes = np.unique(np.linspace(0, size - 1, min(n_cols, size)).round().astype(int))
+            factors = np.repeat(base[None], len(classes), axis=0)
+            factors[:, i] = classes
+        else:
+            factors = _existing_sweep(present, base, i, n_cols)
         imgs = dataset.images(factors)
         pad = np.zeros((n_cols - len(imgs), *imgs.shape[1:]), dtype=np.uint8)
         rows.append(np.concatenate([imgs, pad]))
         counts.append(len(imgs))
     return np.stack(rows), counts
+
+
+def _existing_sweep(present: np.ndarray, base: np.ndarray, i: int, n_cols: int) -> np.ndarray:
+    """Existing factor rows with distinct values of factor ``i``, evenly spread."""
+    same_rest = (np.delete(present, i, axis=1) == np.delete(base, i)).all(axis=1)
+    candidates = present[same_rest] if same_rest.sum() >= 2 else present
+    _, first = np.unique(candidates[:, i], return_index=True)
+    picked = candidates[np.sort(first)]
+    picked = picked[np.argsort(picked[:, i], kind="stable")]
+    keep = np.unique(np.linspace(0, len(picked) - 1, min(n_cols, len(picked))).round().astype(int))
+    return picked[keep]
 
 
 def save_grid(

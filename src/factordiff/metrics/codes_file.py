@@ -35,6 +35,8 @@ def load_codes(path: Path, train_fraction: float = 2 / 3) -> dict:
     """Read and validate a codes file; every problem names the file and the key."""
     if not path.is_file():
         raise FactordiffError(f"{path}: no such file (expected an .npz with codes and factors)")
+    if not zipfile.is_zipfile(path):
+        raise FactordiffError(f"{path}: not an .npz (zip) file; write it with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}

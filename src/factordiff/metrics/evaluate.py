@@ -79,6 +79,13 @@ def evaluate(
     from factordiff.metrics.representation import reduce_representation
 
     names = normalise_names(metrics)
+    if not getattr(dataset, "has_ground_truth", True):
+        needs_factors = [m for m in names if m != "tad"]
+        if needs_factors:
+            raise MetricInputError(
+                f"{dataset.name} has no ground-truth factors (only an image index): "
+                f"{', '.join(needs_factors)} would score meaningless numbers; use tad"
+            )
     sizes = protocol_sizes(scale)
     fit_rs = np.random.RandomState(seed)
     n_fit = min(len(dataset), max(256, int(PCA_FIT_IMAGES * min(scale, 1.0))))

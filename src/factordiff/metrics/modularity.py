@@ -93,6 +93,8 @@ def modularity(
     else the training-set one.
     """
     codes, factors = check_pair(codes, factors)
+    if factors.shape[1] < 2:
+        raise MetricInputError("modularity needs at least 2 factors (it is undefined for one)")
     m = mutual_info_matrix(histogram_discretize(codes, num_bins), factors)
     out = {"modularity": modularity_from_mutual_info(m)}
     if codes_test is None:
