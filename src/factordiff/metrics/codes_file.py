@@ -17,7 +17,7 @@ import numpy as np
 from factordiff.errors import FactordiffError
 from factordiff.metrics.utils import MetricInputError, check_codes, check_factors
 
-ARRAY_METRICS = ("dci", "mig", "sap", "modularity", "tad")
+CODES_FILE_METRICS = ("dci", "mig", "sap", "modularity", "tad")
 
 #: The headline numbers of each metric, in the order papers print them.
 HEADLINE = {
@@ -73,33 +73,30 @@ def load_codes(path: Path, train_fraction: float = 2 / 3) -> dict:
 
 def score_codes(data: dict, metrics: list[str], dci_backend: str = "lightgbm") -> dict:
     """Run the chosen array metrics on loaded codes; each result records its seconds."""
-    from factordiff.metrics import dci, mig, modularity, sap, tad
+    from factordiff.metrics import tad
+    from factordiff.metrics.evaluate import score_arrays
 
     metrics = [m.lower() for m in metrics]
-    unknown = [m for m in metrics if m not in ARRAY_METRICS]
+    unknown = [m for m in metrics if m not in CODES_FILE_METRICS]
     if unknown:
+        choices = ", ".join(CODES_FILE_METRICS)
         raise FactordiffError(
-            f"metric(s) {unknown} cannot run on saved codes; choose from {', '.join(ARRAY_METRICS)}"
+            f"metric(s) {unknown} cannot run on saved codes; choose from {choices}"
         )
     results: dict = {"n_train": len(data["codes"]), "n_test": len(data.get("codes_test", []))}
     for name in metrics:
         if name != "tad" and "factors" not in data:
             raise FactordiffError(f"{name} needs 'factors' in the codes file")
         start = time.perf_counter()
-        c, f = data["codes"], data.get("factors")
-        ct, ft = data.get("codes_test"), data.get("factors_test")
-        if name == "dci":
-            res = dci(c, f, ct, ft, backend=dci_backend)
-        elif name == "mig":
-            res = mig(c, f)
-        elif name == "sap":
-            res = sap(c, f, ct, ft)
-        elif name == "modularity":
-            res = modularity(c, f, ct, ft)
-        else:
+        if name == "tad":
             if "attributes" not in data:
                 raise FactordiffError("tad needs 'attributes' in the codes file")
             res = tad(data["codes_all"], data["attributes"])
+        else:
+            res = score_arrays(
+                name, data["codes"], data["factors"], data.get("codes_test"),
+                data.get("factors_test"), dci_backend=dci_backend,
+            )  # fmt: skip
         res["seconds"] = round(time.perf_counter() - start, 3)
         results[name] = res
     return results

@@ -75,7 +75,7 @@ def evaluate(
     protocol and the only setting comparable with published tables). The result holds
     one dict per metric plus ``"protocol"`` (sample counts, seed, representation mode).
     """
-    from factordiff.metrics import beta_vae, dci, factor_vae, mig, modularity, sap
+    from factordiff.metrics import beta_vae, factor_vae
     from factordiff.metrics.representation import reduce_representation
 
     names = normalise_names(metrics)
@@ -116,16 +116,13 @@ def evaluate(
         if name in ARRAY_METRICS:
             (c_tr, f_tr), test = shared  # type: ignore[misc]
             c_tr, f_tr = c_tr[: size["num_train"]], f_tr[: size["num_train"]]
+            c_te = f_te = None
             if "num_test" in size:
                 c_te, f_te = test[0][: size["num_test"]], test[1][: size["num_test"]]
-            if name == "dci":
-                res = dci(c_tr, f_tr, c_te, f_te, backend=dci_backend)
-            elif name == "mig":
-                res = mig(c_tr, f_tr, num_bins=size["num_bins"])
-            elif name == "sap":
-                res = sap(c_tr, f_tr, c_te, f_te)
-            else:
-                res = modularity(c_tr, f_tr, c_te, f_te, num_bins=size["num_bins"])
+            res = score_arrays(
+                name, c_tr, f_tr, c_te, f_te,
+                num_bins=size.get("num_bins", 20), dci_backend=dci_backend,
+            )  # fmt: skip
         elif name == "factorvae":
             res = factor_vae(represent, dataset, seed, **size)
         elif name == "betavae":
@@ -135,6 +132,36 @@ def evaluate(
         res["seconds"] = round(time.perf_counter() - start, 3)
         results[name] = res
     return results
+
+
+def score_arrays(
+    name: str,
+    codes_train: np.ndarray,
+    factors_train: np.ndarray,
+    codes_test: np.ndarray | None = None,
+    factors_test: np.ndarray | None = None,
+    *,
+    num_bins: int = 20,
+    dci_backend: str = "lightgbm",
+) -> dict:
+    """One array metric (dci, mig, sap or modularity) on given codes.
+
+    The dispatch shared by ``evaluate`` and ``factordiff metrics``; MIG uses only the
+    training points, Modularity uses the test points for explicitness when given.
+    """
+    from factordiff.metrics import dci, mig, modularity, sap
+
+    if name == "dci":
+        return dci(codes_train, factors_train, codes_test, factors_test, backend=dci_backend)
+    if name == "mig":
+        return mig(codes_train, factors_train, num_bins=num_bins)
+    if name == "sap":
+        return sap(codes_train, factors_train, codes_test, factors_test)
+    if name == "modularity":
+        return modularity(codes_train, factors_train, codes_test, factors_test, num_bins=num_bins)
+    raise MetricInputError(
+        f"{name!r} is not an array metric; choose from {', '.join(ARRAY_METRICS)}"
+    )
 
 
 def tad_on_dataset(
