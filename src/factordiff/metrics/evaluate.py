@@ -15,7 +15,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from factordiff.data.base import FactorDataset
-from factordiff.metrics.utils import MetricInputError, Represent, check_codes, sample_codes
+from factordiff.metrics.utils import (
+    MetricInputError,
+    Represent,
+    represent_factors,
+    sample_codes,
+)
 
 #: The published protocol (disentanglement_lib unsupervised_study_v1 metric configs).
 PROTOCOL: dict[str, dict] = {
@@ -175,8 +180,6 @@ def tad_on_dataset(
         raise MetricInputError(f"TAD needs binary attributes; {dataset.name} has none")
     rs = np.random.RandomState(seed)
     idx = np.sort(rs.choice(len(dataset), min(num_samples, len(dataset)), replace=False))
-    codes = [
-        np.asarray(represent(dataset.images_at(idx[s : s + 512]))) for s in range(0, len(idx), 512)
-    ]
+    codes = represent_factors(represent, dataset, dataset.index_to_factors(idx))
     names = list(getattr(dataset, "attribute_names", ()) or []) or None
-    return tad(check_codes(np.concatenate(codes)), attributes[idx], attribute_names=names)
+    return tad(codes, attributes[idx], attribute_names=names)

@@ -15,6 +15,8 @@ import numpy as np
 from factordiff.metrics.utils import MetricInputError, Represent
 
 MODES = ("auto", "scalars", "pca", "flatten")
+#: Images represented to learn the output's shape; all fit images only when fitting PCA.
+PROBE_IMAGES = 16
 
 
 @dataclass
@@ -49,12 +51,13 @@ def reduce_representation(
 
     ``scalars``: the output as given (must be 2-D). ``pca``: per-unit PCA fitted on
     ``represent(fit_images)``. ``flatten``: (B, N*D). ``auto``: 2-D as given, 3-D -> pca.
+    The shape is read from a few images, so scalar codes cost no pass over ``fit_images``.
     """
     if mode not in MODES:
         raise MetricInputError(f"representation must be one of {', '.join(MODES)}; got {mode!r}")
     if fit_images is None:
         raise MetricInputError("fit_images are needed to inspect the representation")
-    probe = np.asarray(represent(fit_images))
+    probe = np.asarray(represent(fit_images[:PROBE_IMAGES]))
     if probe.ndim == 2:
         if mode in ("pca", "flatten"):
             raise MetricInputError(
@@ -72,5 +75,5 @@ def reduce_representation(
         )
     if mode == "flatten":
         return (lambda images: np.asarray(represent(images)).reshape(len(images), -1)), "flatten"
-    pca = UnitPCA.fit(probe)
+    pca = UnitPCA.fit(np.asarray(represent(fit_images)))
     return (lambda images: pca.transform(represent(images))), "pca"
