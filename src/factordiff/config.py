@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,8 +150,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+@functools.cache
 def _valid_keys(cls: type = Config, prefix: str = "") -> dict[str, type | None]:
-    """All dotted keys of the config tree; value is the dataclass for sections, else None."""
+    """All dotted keys of the config tree; value is the dataclass for sections, else None.
+
+    Cached: it is consulted for every key of every YAML file and override. Read-only.
+    """
     keys: dict[str, type | None] = {}
     for f in dataclasses.fields(cls):
         path = f"{prefix}{f.name}"
