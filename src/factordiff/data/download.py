@@ -21,9 +21,10 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from factordiff.errors import DatasetError, DownloadError
 
@@ -330,6 +331,26 @@ def _kept(path: PurePosixPath, prefix: str) -> bool:
     return path == want or want in path.parents
 
 
+def _write_members(
+    dest: Path, plan: list[tuple[PurePosixPath, bool, Callable[[], BinaryIO | None]]]
+) -> int:
+    """Write checked archive members (path, is_dir, opener) under ``dest``; files written."""
+    count = 0
+    for path, is_dir, open_member in plan:
+        target = dest.joinpath(*path.parts)
+        if is_dir:
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        src = open_member()
+        if src is None:  # pragma: no cover - tar file members always have data
+            continue
+        with src, open(target, "wb") as out:
+            shutil.copyfileobj(src, out, _HASH_CHUNK)
+        count += 1
+    return count
+
+
 def _extract_tar(archive: Path, dest: Path, prefix: str) -> int:
     """Unpack regular files and folders under ``prefix``; links and devices are refused."""
     try:
@@ -345,20 +366,8 @@ def _extract_tar(archive: Path, dest: Path, prefix: str) -> int:
                         f"{archive}: refusing to extract {m.name!r}: expected regular files "
                         f"and folders only, found a link or special file"
                     )
-                plan.append((m, path))
-            count = 0
-            for m, path in plan:
-                target = dest.joinpath(*path.parts)
-                if m.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                src = tar.extractfile(m)
-                if src is None:  # pragma: no cover - isfile() members always have data
-                    continue
-                with src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, _HASH_CHUNK)
-                count += 1
+                plan.append((path, m.isdir(), lambda m=m: tar.extractfile(m)))
+            count = _write_members(dest, plan)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
         raise DatasetError(
             f"{archive}: not a readable tar archive ({err}); delete it and re-run"
@@ -380,17 +389,8 @@ def _extract_zip(archive: Path, dest: Path, prefix: str) -> int:
                         f"{archive}: refusing to extract symlink {info.filename!r}: "
                         f"expected regular files and folders only"
                     )
-                plan.append((info, path))
-            count = 0
-            for info, path in plan:
-                target = dest.joinpath(*path.parts) if path.parts else dest
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, _HASH_CHUNK)
-                count += 1
+                plan.append((path, info.is_dir(), lambda info=info: zf.open(info)))
+            count = _write_members(dest, plan)
     except (zipfile.BadZipFile, zlib.error, OSError) as err:
         raise DatasetError(
             f"{archive}: not a readable zip archive ({err}); delete it and re-run"
