@@ -144,7 +144,8 @@ def metrics_command(
     """Score saved codes of any model with the array metrics (DCI, MIG, SAP, Modularity, TAD)."""
     import json
 
-    from factordiff.metrics.codes_file import HEADLINE, load_codes, score_codes
+    from factordiff.metrics.codes_file import load_codes, score_codes
+    from factordiff.metrics.evaluate import HEADLINE
 
     data = load_codes(codes_file, train_fraction)
     names = [m.strip() for m in metrics.split(",") if m.strip()]

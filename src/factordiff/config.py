@@ -54,6 +54,7 @@ class EncoderConfig:
     unit_dim: int = 16
     channels: int = 128
     mlp_hidden: list[int] = field(default_factory=lambda: [64, 128])
+    fc_hidden: list[int] = field(default_factory=list)  # DyGA paper: [4096, 256]
 
 
 @dataclass
@@ -82,6 +83,7 @@ class DiffusionConfig:
     beta_schedule: str = "scaled_linear"  # LDM "linear": sqrt-linspace, squared
     prediction: str = "epsilon"
     loss: str = "l1"
+    t_sampling: str = "uniform"  # uniform (published) | cosmap (more mid/high-noise steps)
     sample_steps: int = 100
     eta: float = 0.0
 
@@ -102,7 +104,8 @@ class AnchoringConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 128
+    batch_size: int = 128  # global batch: summed over processes and accumulation steps
+    grad_accum: int = 1
     base_lr: float = 2.0e-6  # multiplied by batch_size when scale_lr (EncDiff: 2.56e-4)
     scale_lr: bool = True
     warmup_steps: int = 10000
@@ -113,7 +116,9 @@ class TrainConfig:
     seed: int = 42
     log_every: int = 100
     checkpoint_every: int = 5000
-    sample_every: int = 5000
+    keep_checkpoints: int = 3
+    eval_every: int = 5000  # metrics on a subset + a swap grid; 0: off
+    eval_scale: float = 0.1  # share of the protocol's sample counts used by periodic evals
 
 
 @dataclass
@@ -145,6 +150,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "diffusion.beta_schedule": ("scaled_linear", "linear"),
     "diffusion.prediction": ("epsilon", "v_prediction", "sample"),
     "diffusion.loss": ("l1", "l2"),
+    "diffusion.t_sampling": ("uniform", "cosmap"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "eval.representation": ("auto", "scalars", "pca", "flatten"),
 }
@@ -313,6 +319,10 @@ def validate(cfg: Config) -> None:
         "diffusion.sample_steps",
         "train.batch_size",
         "train.max_steps",
+        "train.grad_accum",
+        "train.log_every",
+        "train.checkpoint_every",
+        "train.keep_checkpoints",
     ]
     for key in positive:
         if _get(cfg, key) <= 0:
@@ -325,6 +335,11 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key} must be in [0, 1); got {_get(cfg, key)}")
     if not 0.0 < cfg.diffusion.beta_start < cfg.diffusion.beta_end < 1.0:
         raise ConfigError("diffusion.beta_start < diffusion.beta_end must both lie in (0, 1)")
+    if cfg.train.batch_size % cfg.train.grad_accum:
+        raise ConfigError(
+            f"train.batch_size ({cfg.train.batch_size}) must be divisible by train.grad_accum "
+            f"({cfg.train.grad_accum})"
+        )
     if cfg.diffusion.sample_steps > cfg.diffusion.timesteps:
         raise ConfigError("diffusion.sample_steps must be <= diffusion.timesteps")
     from factordiff.data.registry import get_spec  # late: data imports nothing from config

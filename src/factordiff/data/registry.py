@@ -30,6 +30,7 @@ class DatasetSpec:
     procedural: str | None = None  # "module:Class" used when no root is given
     files: str | None = None  # "module:Class" reading the published files under a root
     files_hint: str = ""  # what the user must put under root
+    image_size: int | None = 64  # native side length; None: only known from the files
 
     @property
     def source(self) -> str:
@@ -51,6 +52,7 @@ DATASETS: dict[str, DatasetSpec] = {
             ("shape", "scale", "hue", "pos_x", "pos_y"),
             (3, 4, 6, 6, 6),
             procedural=f"{_M}.quickstart:Quickstart",
+            image_size=32,
         ),
         DatasetSpec(
             "dsprites",
@@ -117,6 +119,7 @@ DATASETS: dict[str, DatasetSpec] = {
             (),
             files=f"{_M}.imagefolder:ImageFolder",
             files_hint="*.png / *.jpg, optional factors.csv",
+            image_size=None,
         ),
     ]
 }

@@ -10,7 +10,7 @@ frechet_distance``.
 
 from factordiff.metrics.beta_vae import beta_vae
 from factordiff.metrics.dci import dci
-from factordiff.metrics.evaluate import PROTOCOL, evaluate
+from factordiff.metrics.evaluate import HEADLINE, PROTOCOL, evaluate, headline
 from factordiff.metrics.factor_vae import factor_vae
 from factordiff.metrics.mig import mig
 from factordiff.metrics.modularity import modularity
@@ -35,6 +35,8 @@ __all__ = [
     "beta_vae",
     "dci",
     "evaluate",
+    "headline",
+    "HEADLINE",
     "factor_vae",
     "fid",
     "mig",

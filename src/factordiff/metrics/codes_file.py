@@ -20,15 +20,6 @@ from factordiff.metrics.utils import MetricInputError, check_codes, check_factor
 CODES_FILE_METRICS = ("dci", "mig", "sap", "modularity", "tad")
 
 #: The headline numbers of each metric, in the order papers print them.
-HEADLINE = {
-    "factorvae": ("eval_accuracy",),
-    "betavae": ("eval_accuracy",),
-    "dci": ("disentanglement", "completeness", "informativeness_test"),
-    "mig": ("mig",),
-    "sap": ("sap",),
-    "modularity": ("modularity", "explicitness"),
-    "tad": ("tad", "n_captured"),
-}
 
 
 def load_codes(path: Path, train_fraction: float = 2 / 3) -> dict:

@@ -39,6 +39,28 @@ PROTOCOL: dict[str, dict] = {
     "tad": {"num_samples": 10000},
 }
 METRICS = tuple(PROTOCOL)
+#: The numbers a paper table reports for each metric (keys of its result dict).
+HEADLINE = {
+    "factorvae": ("eval_accuracy",),
+    "betavae": ("eval_accuracy",),
+    "dci": ("disentanglement", "completeness", "informativeness_test"),
+    "mig": ("mig",),
+    "sap": ("sap",),
+    "modularity": ("modularity", "explicitness"),
+    "tad": ("tad", "n_captured"),
+}
+
+
+def headline(results: dict) -> dict[str, float]:
+    """Flat ``{"metric/score": value}`` of the headline numbers in ``evaluate``'s result."""
+    return {
+        f"{name}/{key}": float(results[name][key])
+        for name in HEADLINE
+        if name in results
+        for key in HEADLINE[name]
+    }
+
+
 ARRAY_METRICS = ("dci", "mig", "sap", "modularity")
 #: Images used to fit the per-unit PCA of vector representations (own RandomState(seed)).
 PCA_FIT_IMAGES = 10000

@@ -1,0 +1,125 @@
+"""Run-directory checkpoints: safetensors for tensors, JSON for everything else.
+
+A checkpoint is a directory ``checkpoints/step_00001000/`` holding ``*.safetensors`` files
+and ``state.json``. It is written under a temporary name and renamed into place only when
+complete, so a crash mid-write never leaves a checkpoint that looks finished; readers
+only consider ``step_*`` directories that contain ``state.json``. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from factordiff.errors import FactordiffError
+
+PREFIX = "step_"
+
+
+class CheckpointError(FactordiffError):
+    """A checkpoint is missing, incomplete or does not fit the model."""
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = checkpoint_dir(run_dir)
+    if not root.is_dir():
+        return []
+    found = [
+        p for p in root.iterdir()
+        if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit()
+        and (p / "state.json").is_file()
+    ]  # fmt: skip
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    tensors: dict[str, dict[str, torch.Tensor]],
+    state: dict,
+    keep: int = 3,
+) -> Path:
+    """Write ``tensors[name]`` to ``name.safetensors`` and ``state`` to ``state.json``
+    atomically; then delete all but the newest ``keep`` checkpoints."""
+    root = checkpoint_dir(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{PREFIX}{step:08d}"
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    for name, group in tensors.items():
+        save_file(_contiguous(group), tmp / f"{name}.safetensors")
+    (tmp / "state.json").write_text(json.dumps(state, indent=1))
+    for f in tmp.iterdir():  # data on disk before the rename makes it visible
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():  # re-saving a step (e.g. the final one): replace it whole
+        shutil.rmtree(final)
+    tmp.rename(final)
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_tensors(path: Path, name: str) -> dict[str, torch.Tensor]:
+    file = path / f"{name}.safetensors"
+    if not file.is_file():
+        raise CheckpointError(f"{file} is missing")
+    try:
+        return load_file(file)
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{file} cannot be read ({exc})") from None
+
+
+def load_state(path: Path) -> dict:
+    try:
+        return json.loads((path / "state.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path / 'state.json'} cannot be read ({exc})") from None
+
+
+def load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with a readable message on an architecture mismatch."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(tensors[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own.keys() & tensors.keys()
+        if own[k].shape != tensors[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if shapes:
+            parts.append(f"{len(shapes)} with other shapes (e.g. {shapes[0]})")
+        raise CheckpointError(
+            f"{source} does not fit this model's architecture/config: "
+            + "; ".join(parts)
+            + ". Was it written with another config?"
+        )
+    module.load_state_dict(tensors)

@@ -1,0 +1,223 @@
+"""``FactorDiffusion``: the trained model as one object -- encode, represent, decode, swap.
+
+It owns the three networks (first stage, unit encoder, U-Net) and the DDIM sampler, and
+is what ``factordiff train`` optimises (``forward`` is the training loss) and what
+``from_pretrained`` gives back. Images go in as uint8 arrays (B, H, W, C) -- what
+``dataset.images()`` returns -- or float tensors (B, C, H, W) in [-1, 1]; generated images
+come out as uint8 arrays (``output_type="np"``) or float tensors (``"pt"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from factordiff.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_into,
+    load_tensors,
+)
+from factordiff.config import Config, load_config, save_config
+from factordiff.data.loader import to_float, to_uint8
+from factordiff.data.registry import get_spec
+from factordiff.diffusion import ddim_sample, ddim_scheduler, diffusion_loss, train_scheduler
+from factordiff.models.autoencoder import FirstStage
+from factordiff.models.encoder import UnitEncoder
+from factordiff.models.unet import UNet
+
+WEIGHTS = "model.safetensors"
+
+
+def resolve_image_size(cfg: Config) -> int:
+    size = cfg.data.image_size or get_spec(cfg.data.name).image_size
+    if size is None:
+        raise CheckpointError(f"data.image_size must be set for dataset {cfg.data.name!r}")
+    return size
+
+
+class FactorDiffusion(nn.Module):
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+        m = config.model
+        self.image_size = resolve_image_size(config)
+        fs = m.first_stage
+        self.first_stage = FirstStage(
+            fs.kind, 3, fs.embed_dim, fs.n_embed, fs.channels, fs.channel_mult, fs.num_res_blocks
+        )
+        self.first_stage.requires_grad_(False)
+        e = m.encoder
+        self.encoder = UnitEncoder(
+            e.kind, self.image_size, 3, e.n_units, e.unit_dim, e.channels, e.mlp_hidden, e.fc_hidden
+        )
+        u = m.unet
+        self.unet = UNet(
+            self.first_stage.latent_channels, e.unit_dim, u.model_channels, u.channel_mult,
+            u.num_res_blocks, u.attention_resolutions, u.num_heads, u.dropout, u.skip_dropout,
+        )  # fmt: skip
+        side = self.image_size // self.first_stage.downsample
+        self.latent_shape = (self.first_stage.latent_channels, side, side)
+        self.noise_scheduler = train_scheduler(config.diffusion)
+        self.sampler = ddim_scheduler(config.diffusion)
+
+    # -- training -------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The diffusion loss of a batch of images (the only training signal)."""
+        with torch.no_grad():
+            z0 = self.first_stage.encode(x)
+        _, tokens = self.encoder(x)
+        return diffusion_loss(
+            self.unet, z0, tokens, self.noise_scheduler, noise, t, self.config.diffusion.loss
+        )
+
+    # -- inference ------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def prepare_images(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, C) or float (B, C, H, W) in [-1, 1] -> float RGB at the model's
+        size, on the model's device (grey images are repeated to 3 channels)."""
+        if isinstance(images, np.ndarray) or images.dtype == torch.uint8:
+            images = to_float(images if isinstance(images, np.ndarray) else images.cpu().numpy())
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(
+                f"expected images (B, H, W, C) uint8 or (B, C, H, W) float with C in (1, 3), "
+                f"got {tuple(images.shape)}"
+            )
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
+            images = nn.functional.interpolate(
+                images.float(), size=(self.image_size,) * 2, mode="bilinear", antialias=True
+            ).clamp(-1, 1)
+        return images.to(self.device)
+
+    def _batched(self, fn: Callable, images, batch_size: int) -> list:
+        return [
+            fn(self.prepare_images(images[i : i + batch_size]))
+            for i in range(0, len(images), batch_size)
+        ]
+
+    @torch.no_grad()
+    def encode(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Latent units (B, N, D): the tokens the U-Net attends to."""
+        was = self.training
+        self.eval()
+        try:
+            return torch.cat(self._batched(lambda x: self.encoder(x)[1], images, batch_size))
+        finally:
+            self.train(was)
+
+    @torch.no_grad()
+    def represent(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """The representation the metrics score: the N scalars (EncDiff) or the
+        (B, N, D) units (DyGA, reduced by per-unit PCA in ``fd.metrics.evaluate``)."""
+        was = self.training
+        self.eval()
+        try:
+            pick = 0 if self.config.model.encoder.kind == "encdiff" else 1
+            parts = self._batched(lambda x: self.encoder(x)[pick], images, batch_size)
+            return torch.cat(parts).float().cpu().numpy()
+        finally:
+            self.train(was)
+
+    @torch.no_grad()
+    def decode(
+        self,
+        units: torch.Tensor,
+        steps: int | None = None,
+        *,
+        eta: float | None = None,
+        seed: int = 0,
+        output_type: str = "np",
+        progress: Callable | None = None,
+    ) -> np.ndarray | torch.Tensor:
+        """Images generated by DDIM from the units (B, N, D); the same seed gives the
+        same starting noise for every row, so rows differ only through their units."""
+        was = self.training
+        self.eval()
+        try:
+            d = self.config.diffusion
+            z = ddim_sample(
+                self.unet, units.to(self.device), self.latent_shape, self.sampler,
+                steps or d.sample_steps, d.eta if eta is None else eta,
+                torch.Generator().manual_seed(seed), shared_noise=True, progress=progress,
+            )  # fmt: skip
+            x = self.first_stage.decode(z).clamp(-1, 1)
+        finally:
+            self.train(was)
+        return to_uint8(x) if output_type == "np" else x
+
+    def reconstruct(
+        self, images: np.ndarray | torch.Tensor, steps: int | None = None, **kwargs
+    ) -> np.ndarray | torch.Tensor:
+        """Encode then regenerate: what the units alone preserve of each image."""
+        return self.decode(self.encode(images), steps, **kwargs)
+
+    def swap(
+        self,
+        images_a: np.ndarray | torch.Tensor,
+        images_b: np.ndarray | torch.Tensor,
+        unit: int,
+        steps: int | None = None,
+        **kwargs,
+    ) -> np.ndarray | torch.Tensor:
+        """Latent interchange: the units of ``images_a`` with unit ``unit`` taken from
+        ``images_b`` (row by row), regenerated."""
+        n_units = self.config.model.encoder.n_units
+        if not 0 <= unit < n_units:
+            raise ValueError(f"unit must be in [0, {n_units}), got {unit}")
+        if len(images_a) != len(images_b):
+            raise ValueError(
+                f"images_a and images_b differ in length: {len(images_a)} vs {len(images_b)}"
+            )
+        units = self.encode(images_a)
+        units[:, unit] = self.encode(images_b)[:, unit]
+        return self.decode(units, steps, **kwargs)
+
+    # -- persistence ----------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """``config.yaml`` + ``model.safetensors`` (the U-Net holds its EMA weights when
+        the model came from a run's checkpoint); load with ``from_pretrained``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_config(self.config, directory / "config.yaml")
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        tmp = directory / f".{WEIGHTS}.tmp"
+        save_file(tensors, tmp, metadata={"format": "factordiff"})
+        tmp.replace(directory / WEIGHTS)
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, *, device: str | torch.device = "cpu", use_ema: bool = True
+    ) -> FactorDiffusion:
+        """From a ``save_pretrained`` directory, or from a run directory (its newest
+        checkpoint; the U-Net's EMA weights unless ``use_ema=False``)."""
+        path = Path(path)
+        if not (path / "config.yaml").is_file():
+            raise CheckpointError(
+                f"{path} has no config.yaml: not a run directory or a saved model"
+            )
+        model = cls(load_config(path / "config.yaml"))
+        if (path / WEIGHTS).is_file():
+            load_into(
+                model, load_tensors(path, WEIGHTS.removesuffix(".safetensors")), str(path / WEIGHTS)
+            )
+        else:
+            ckpt = latest_checkpoint(path)
+            if ckpt is None:
+                raise CheckpointError(
+                    f"{path} has neither {WEIGHTS} nor a complete checkpoint under checkpoints/"
+                )
+            load_into(model, load_tensors(ckpt, "model"), str(ckpt / "model.safetensors"))
+            if use_ema and (ckpt / "ema.safetensors").is_file():
+                load_into(model.unet, load_tensors(ckpt, "ema"), str(ckpt / "ema.safetensors"))
+        return model.to(device).eval()

@@ -1,0 +1,368 @@
+"""The training loop (``factordiff train``), readable top to bottom.
+
+One process or many (``accelerate launch`` / ``torchrun``: DDP, gloo on CPU, NCCL on
+GPUs), fp32 or bf16/fp16 autocast, gradient accumulation. Every random draw of a step --
+which images, which timesteps, which noise, dropout masks -- is a function of
+``(seed, step, chunk)``, where the global batch of a step is cut into
+``processes x grad_accum`` chunks and chunk ``micro * processes + rank`` is this process's.
+So a run resumed from a checkpoint continues bitwise as if never stopped, and N processes
+compute what one process computes with N-fold accumulation.
+
+Phases: (1) the first-stage autoencoder, unless ``first_stage.kind=none`` or it is already
+trained; (2) the encoder + U-Net by the diffusion loss, the first stage frozen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from factordiff.checkpoint import (
+    latest_checkpoint,
+    load_into,
+    load_state,
+    load_tensors,
+    save_checkpoint,
+)
+from factordiff.config import Config, load_config, save_config
+from factordiff.data import load
+from factordiff.data.base import FactorDataset
+from factordiff.diffusion import sample_timesteps
+from factordiff.errors import ConfigError
+from factordiff.pipeline import FactorDiffusion, resolve_image_size
+
+#: Keys that may change when a run is resumed (how long, how often, how it is logged).
+RESUMABLE_CHANGES = (
+    "train.max_steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+    "train.eval_every", "train.eval_scale", "data.num_workers", "data.root", "data.cache_dir",
+)  # fmt: skip
+
+
+def load_dataset(cfg: Config) -> FactorDataset:
+    kwargs: dict = {}
+    if cfg.data.in_memory:
+        kwargs["in_memory"] = True
+    if cfg.data.cache_dir:
+        kwargs["cache_dir"] = cfg.data.cache_dir
+    return load(cfg.data.name, root=cfg.data.root, **kwargs)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def prepare_run_dir(cfg: Config, run_dir: Path) -> Config:
+    """The config this run trains with. A run directory that already has a config keeps
+    it: only the keys in ``RESUMABLE_CHANGES`` may differ (e.g. a larger max_steps)."""
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        return cfg
+    saved = load_config(saved_path)
+    if saved.data.image_size is not None and cfg.data.image_size is None:
+        cfg.data.image_size = saved.data.image_size
+    old, new = _flat(saved.to_dict()), _flat(cfg.to_dict())
+    changed = [k for k in new if old.get(k) != new[k] and k not in RESUMABLE_CHANGES]
+    if changed:
+        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in changed[:4])
+        raise ConfigError(
+            f"{run_dir} holds a run with another config ({diffs}). Resume it with the same "
+            f"config (only {', '.join(RESUMABLE_CHANGES)} may change) or use a new --out."
+        )
+    return cfg
+
+
+def chunk_seed(seed: int, step: int, chunk: int) -> int:
+    return (seed * 1_000_003 + step) * 1_009 + chunk
+
+
+class StepBatches:
+    """Which dataset rows a (step, chunk) trains on: seeded epoch permutations, drop-last."""
+
+    def __init__(self, n_items: int, batch_size: int, seed: int) -> None:
+        if n_items < batch_size:
+            raise ConfigError(
+                f"train.batch_size {batch_size} exceeds the dataset's {n_items} images"
+            )
+        self.n, self.batch, self.seed = n_items, batch_size, seed
+        self.per_epoch = n_items // batch_size
+        self._epoch, self._perm = -1, np.empty(0, dtype=np.int64)
+
+    def position(self, step: int) -> dict:
+        return {"epoch": step // self.per_epoch, "batch_in_epoch": step % self.per_epoch}
+
+    def rows(self, step: int, chunk: int, n_chunks: int) -> np.ndarray:
+        epoch, k = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g).numpy()
+        batch = self._perm[k * self.batch : (k + 1) * self.batch]
+        size = self.batch // n_chunks
+        return np.sort(batch[chunk * size : (chunk + 1) * size])
+
+
+def optimizer_state_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """An optimizer's state as flat tensors (for safetensors) + JSON-able rest."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, state in sd["state"].items():
+        for name, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{name}"] = value
+            else:
+                scalars[f"{idx}.{name}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    for key, value in meta["scalars"].items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def train_first_stage(model: FactorDiffusion, data: StepBatches, dataset, cfg: Config, acc) -> None:
+    """Phase 1: the autoencoder by its reconstruction loss (skipped when trained)."""
+    fs = model.first_stage
+    done = fs.model is None or bool(fs.calibrated)
+    if done:
+        return
+    fs.requires_grad_(True).train()
+    lr = cfg.model.first_stage.lr * (cfg.train.batch_size if cfg.train.scale_lr else 1)
+    opt = torch.optim.Adam(fs.parameters(), lr=lr, betas=(0.5, 0.9))
+    steps = cfg.model.first_stage.train_steps
+    bar = tqdm(range(steps), desc="first stage", disable=not acc.is_main_process)
+    for step in bar:
+        torch.manual_seed(chunk_seed(cfg.train.seed, step, 10_000))
+        x = model.prepare_images(dataset.images_at(data.rows(step, 0, 1)))
+        loss, parts = fs.reconstruction_loss(x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % cfg.train.log_every == 0:
+            bar.set_postfix(parts)
+    fs.requires_grad_(False).eval()
+
+
+def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
+    """Train (or resume) the run in ``run_dir``; returns its newest checkpoint."""
+    run_dir = Path(run_dir)
+    t = cfg.train
+    acc = Accelerator(mixed_precision=t.mixed_precision)
+    world, rank = acc.num_processes, acc.process_index
+    n_chunks = world * t.grad_accum
+    if t.batch_size % n_chunks:
+        raise ConfigError(
+            f"train.batch_size {t.batch_size} must divide by processes x grad_accum = {n_chunks}"
+        )
+    cfg = prepare_run_dir(cfg, run_dir)
+    dataset = load_dataset(cfg)
+    cfg.data.image_size = resolve_image_size(cfg)
+    if acc.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    data = StepBatches(len(dataset), t.batch_size, t.seed)
+
+    torch.manual_seed(t.seed)  # same initial weights on every process
+    model = FactorDiffusion(cfg).to(acc.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    lr = t.base_lr * (t.batch_size if t.scale_lr else 1)
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    warmup = max(1, t.warmup_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    ema = EMAModel(model.unet.parameters(), decay=t.ema_decay)
+
+    step = 0
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None:  # resume: weights, EMA, optimizer, schedule; data follows from step
+        state = load_state(ckpt)
+        load_into(model, load_tensors(ckpt, "model"), str(ckpt / "model.safetensors"))
+        ema_tensors = load_tensors(ckpt, "ema")
+        names = [n for n, _ in model.unet.named_parameters()]
+        ema.shadow_params = [ema_tensors[n].to(acc.device) for n in names]
+        ema.optimization_step = state["ema_step"]
+        restore_optimizer(optimizer, load_tensors(ckpt, "optimizer"), state["optimizer"])
+        scheduler.load_state_dict(state["lr_scheduler"])
+        step = state["step"]
+        if acc.is_main_process:
+            print(f"resuming {run_dir} from {ckpt.name} (step {step})")
+    else:
+        train_first_stage(model, data, dataset, cfg, acc)
+        calib = model.prepare_images(dataset.images_at(data.rows(0, 0, 1)))
+        model.first_stage.calibrate_scale(calib)
+
+    ddp_model, optimizer = acc.prepare(model, optimizer)
+    logger = RunLogger(run_dir, step, enabled=acc.is_main_process)
+
+    def checkpoint() -> None:
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            unet_names = [n for n, _ in model.unet.named_parameters()]
+            opt_tensors, opt_meta = optimizer_state_tensors(optimizer.optimizer)
+            save_checkpoint(
+                run_dir, step,
+                {"model": model.state_dict(), "optimizer": opt_tensors,
+                 "ema": dict(zip(unet_names, ema.shadow_params, strict=True))},
+                {"step": step, "images_seen": step * t.batch_size, **data.position(step),
+                 "seed": t.seed, "rng": "per (seed, step, chunk); see factordiff.train",
+                 "ema_step": ema.optimization_step, "optimizer": opt_meta,
+                 "lr_scheduler": scheduler.state_dict(), "processes": world},
+                keep=t.keep_checkpoints,
+            )  # fmt: skip
+        acc.wait_for_everyone()
+
+    bar = tqdm(
+        total=t.max_steps,
+        initial=step,
+        desc="train",
+        disable=not (progress and acc.is_main_process),
+    )
+    loss_sum, loss_count, tick, images = (
+        torch.zeros((), device=acc.device),
+        0,
+        time.perf_counter(),
+        0,
+    )
+    while step < t.max_steps:
+        ddp_model.train()
+        for micro in range(t.grad_accum):
+            chunk = micro * world + rank
+            seed = chunk_seed(t.seed, step, chunk)
+            g = torch.Generator().manual_seed(seed)
+            x = model.prepare_images(dataset.images_at(data.rows(step, chunk, n_chunks)))
+            noise = torch.randn((len(x), *model.latent_shape), generator=g).to(acc.device)
+            ts = sample_timesteps(len(x), cfg.diffusion, g).to(acc.device)
+            torch.manual_seed(seed)  # dropout / skip-dropout masks
+            sync = micro == t.grad_accum - 1
+            with nullcontext() if sync else acc.no_sync(ddp_model):
+                loss = ddp_model(x, noise, ts) / t.grad_accum
+                acc.backward(loss)
+            loss_sum += loss.detach()
+        loss_count += 1
+        if t.grad_clip > 0:
+            acc.clip_grad_norm_(params, t.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.step(model.unet.parameters())
+        step += 1
+        images += t.batch_size
+        bar.update(1)
+
+        if step % t.log_every == 0 or step == t.max_steps:
+            mean_loss = acc.reduce(loss_sum, "mean").item() / loss_count
+            elapsed = time.perf_counter() - tick
+            rate = images / elapsed
+            logger.log(
+                step, {"loss": mean_loss, "lr": scheduler.get_last_lr()[0], "images_per_s": rate}
+            )
+            bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}")
+            loss_sum.zero_()
+            loss_count, images, tick = 0, 0, time.perf_counter()
+        if step % t.checkpoint_every == 0 or step == t.max_steps:
+            checkpoint()
+        if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps):
+            if acc.is_main_process:
+                logger.log_eval(step, periodic_eval(model, ema, dataset, cfg, run_dir, step))
+            acc.wait_for_everyone()
+            tick = time.perf_counter()
+    bar.close()
+    logger.close()
+    return latest_checkpoint(run_dir)
+
+
+def periodic_eval(
+    model: FactorDiffusion, ema: EMAModel, dataset, cfg: Config, run_dir: Path, step: int
+) -> dict:
+    """Metrics on a subset of the protocol and a swap grid, with the EMA U-Net."""
+    from factordiff import metrics
+    from factordiff.viz import save_swap_grid
+
+    scores: dict = {}
+    if getattr(dataset, "has_ground_truth", True) and cfg.eval.metrics:
+        names = [m for m in cfg.eval.metrics if m not in ("fid", "tad")]
+        res = metrics.evaluate(
+            model.represent, dataset, names, cfg.eval.seed, scale=cfg.train.eval_scale,
+            representation=cfg.eval.representation, progress=False,
+        )  # fmt: skip
+        scores = metrics.headline(res)
+    ema.store(model.unet.parameters())
+    ema.copy_to(model.unet.parameters())
+    try:
+        save_swap_grid(
+            model, dataset, run_dir / "samples" / f"swap_{step:08d}.png", seed=cfg.eval.seed
+        )
+    finally:
+        ema.restore(model.unet.parameters())
+    return scores
+
+
+class RunLogger:
+    """``metrics.jsonl`` (one JSON object per line) + TensorBoard events, main process only.
+
+    On resume, lines past the checkpoint's step are dropped: they belong to steps that
+    will be trained again.
+    """
+
+    def __init__(self, run_dir: Path, step: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.writer = None
+        if not enabled:
+            return
+        if self.path.is_file():
+            kept = [
+                ln
+                for ln in self.path.read_text().splitlines()
+                if ln.strip() and json.loads(ln)["step"] <= step
+            ]
+            self.path.write_text("".join(ln + "\n" for ln in kept))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=step + 1 if step else None)
+        except ImportError:  # tensorboard is optional for library use
+            self.writer = None
+
+    def _write(self, record: dict) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def log(self, step: int, values: dict) -> None:
+        if not self.enabled:
+            return
+        self._write({"step": step, **{k: float(v) for k, v in values.items()}})
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(f"train/{k}", v, step)
+
+    def log_eval(self, step: int, scores: dict) -> None:
+        if not self.enabled:
+            return
+        self._write({"step": step, "eval": scores})
+        if self.writer is not None:
+            for k, v in scores.items():
+                if isinstance(v, int | float) and math.isfinite(v):
+                    self.writer.add_scalar(f"eval/{k}", v, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
