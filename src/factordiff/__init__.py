@@ -9,11 +9,14 @@ from factordiff import data
 from factordiff.errors import FactordiffError
 
 __version__ = "0.1.0"
-__all__ = ["FactordiffError", "__version__", "data", "metrics"]
+__all__ = ["FactorDiffusion", "FactordiffError", "__version__", "data", "metrics"]
 
 
 def __getattr__(name: str) -> Any:
-    """Import heavy subpackages (metrics pulls in scikit-learn, LightGBM, torch) on first use."""
+    """Import heavy parts (metrics: scikit-learn, LightGBM; the model: torch, diffusers)
+    on first use, so that ``import factordiff`` and the data commands stay fast."""
     if name == "metrics":
         return importlib.import_module("factordiff.metrics")
+    if name == "FactorDiffusion":
+        return importlib.import_module("factordiff.pipeline").FactorDiffusion
     raise AttributeError(f"module 'factordiff' has no attribute {name!r}")

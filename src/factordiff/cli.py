@@ -142,28 +142,93 @@ def metrics_command(
     out: Path | None = typer.Option(None, help="Write all results as JSON here."),
 ) -> None:
     """Score saved codes of any model with the array metrics (DCI, MIG, SAP, Modularity, TAD)."""
-    import json
-
     from factordiff.metrics.codes_file import load_codes, score_codes
-    from factordiff.metrics.evaluate import HEADLINE
 
     data = load_codes(codes_file, train_fraction)
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     results = score_codes(data, names, dci_backend=backend)
-    table = Table(title=f"{codes_file.name}: {results['n_train']} train / {results['n_test']} test")
+    console.print(
+        _score_table(
+            results,
+            names,
+            f"{codes_file.name}: {results['n_train']} train / {results['n_test']} test",
+        )
+    )
+    if out is not None:
+        _write_json(out, results)
+
+
+def _score_table(results: dict, names: list[str], title: str) -> Table:
+    from factordiff.metrics.evaluate import HEADLINE
+
+    table = Table(title=title)
     for col in ("metric", "score", "value", "seconds"):
         table.add_column(col)
     for name in names:
-        res = results[name.lower()]
-        for key in HEADLINE[name.lower()]:
+        res = results[name.lower().replace("-", "").replace("_", "")]
+        for key in HEADLINE[name.lower().replace("-", "").replace("_", "")]:
             value = res[key]
             shown = f"{value:.4f}" if isinstance(value, float) else str(value)
             table.add_row(name, key, shown, f"{res['seconds']:.2f}")
-    console.print(table)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2, default=_jsonable))
-        console.print(f"wrote {out}")
+    return table
+
+
+def _write_json(out: Path, results: dict) -> None:
+    import json
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=_jsonable))
+    console.print(f"wrote {out}")
+
+
+@app.command()
+def train(
+    config: str = typer.Argument(
+        ..., help="Preset name (see `factordiff config presets`) or YAML."
+    ),
+    overrides: list[str] | None = typer.Argument(None, help="key=value overrides."),
+    out: Path = typer.Option(..., "--out", help="Run directory; resumes if it has a checkpoint."),
+) -> None:
+    """Train a model (first stage, then encoder + U-Net); resumes from OUT's newest checkpoint.
+
+    For several processes or GPUs: accelerate launch -m factordiff.cli train ...
+    """
+    from factordiff.config import load_config
+    from factordiff.train import train as run_training
+
+    ckpt = run_training(load_config(config, overrides or []), out)
+    console.print(f"done: {ckpt}\nload it with fd.FactorDiffusion.from_pretrained({str(out)!r})")
+
+
+@app.command("eval")
+def eval_command(
+    run_dir: Path = typer.Argument(..., help="Run directory (or a save_pretrained folder)."),
+    metrics: str | None = typer.Option(
+        None, help="Comma-separated; default: the run's eval.metrics."
+    ),
+    scale: float = typer.Option(
+        1.0, help="Share of the protocol's sample counts (1.0 = published)."
+    ),
+    backend: str = typer.Option(
+        "lightgbm", help="DCI trees: lightgbm (fast) or sklearn (reference)."
+    ),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, mps ..."),
+    out: Path | None = typer.Option(None, help="JSON path (default RUN_DIR/eval.json)."),
+) -> None:
+    """Score a trained model with the paper protocol (disentanglement_lib settings)."""
+    from factordiff import metrics as fd_metrics
+    from factordiff.pipeline import FactorDiffusion
+    from factordiff.train import load_dataset
+
+    model = FactorDiffusion.from_pretrained(run_dir, device=device)
+    cfg = model.config
+    names = [m.strip() for m in metrics.split(",")] if metrics else list(cfg.eval.metrics)
+    results = fd_metrics.evaluate(
+        model.represent, load_dataset(cfg), names, cfg.eval.seed,
+        representation=cfg.eval.representation, dci_backend=backend, scale=scale,
+    )  # fmt: skip
+    console.print(_score_table(results, names, f"{run_dir}: {cfg.data.name}, scale {scale}"))
+    _write_json(out or run_dir / "eval.json", results)
 
 
 def _jsonable(value: object) -> object:

@@ -36,7 +36,7 @@ class DataConfig:
 
 @dataclass
 class FirstStageConfig:
-    kind: str = "vq"  # vq | kl | none (pixel space)
+    kind: str = "vq"  # vq | kl | unshuffle (lossless space-to-depth) | none (pixel space)
     embed_dim: int = 3
     n_embed: int = 2048
     channels: int = 32
@@ -44,7 +44,7 @@ class FirstStageConfig:
     num_res_blocks: int = 2
     train_steps: int = 50000
     lr: float = 4.5e-6
-    disc_weight: float = 0.75
+    patch_size: int = 4  # unshuffle only: 32x32x3 -> 8x8x48
 
 
 @dataclass
@@ -145,7 +145,7 @@ class Config:
 
 #: Allowed values of the string options, checked by ``validate``.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.first_stage.kind": ("vq", "kl", "none"),
+    "model.first_stage.kind": ("vq", "kl", "unshuffle", "none"),
     "model.encoder.kind": ("encdiff", "dyga"),
     "diffusion.beta_schedule": ("scaled_linear", "linear"),
     "diffusion.prediction": ("epsilon", "v_prediction", "sample"),

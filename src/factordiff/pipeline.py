@@ -49,7 +49,14 @@ class FactorDiffusion(nn.Module):
         self.image_size = resolve_image_size(config)
         fs = m.first_stage
         self.first_stage = FirstStage(
-            fs.kind, 3, fs.embed_dim, fs.n_embed, fs.channels, fs.channel_mult, fs.num_res_blocks
+            fs.kind,
+            3,
+            fs.embed_dim,
+            fs.n_embed,
+            fs.channels,
+            fs.channel_mult,
+            fs.num_res_blocks,
+            fs.patch_size,
         )
         self.first_stage.requires_grad_(False)
         e = m.encoder

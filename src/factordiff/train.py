@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -166,7 +167,9 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
     """Train (or resume) the run in ``run_dir``; returns its newest checkpoint."""
     run_dir = Path(run_dir)
     t = cfg.train
-    acc = Accelerator(mixed_precision=t.mixed_precision)
+    # accelerate treats several processes without a GPU as DDP only when told cpu=True.
+    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    acc = Accelerator(mixed_precision=t.mixed_precision, cpu=multi_cpu)
     world, rank = acc.num_processes, acc.process_index
     n_chunks = world * t.grad_accum
     if t.batch_size % n_chunks:

@@ -2,7 +2,9 @@
 
 ``vq`` is EncDiff's VQ autoencoder (diffusers ``VQModel``: channels 32 x (1, 2, 4), two
 ResBlocks per level, no attention, 3 latent channels, 2048 codes, 64x64x3 -> 16x16x3);
-``kl`` the same network as an ``AutoencoderKL``; ``none`` works in pixel space.
+``kl`` the same network as an ``AutoencoderKL``; ``unshuffle`` is a lossless, parameter-free
+space-to-depth (``pixel_unshuffle``: 32x32x3 -> 8x8x48 for patch 4) that lets a small U-Net
+work at low resolution on a CPU; ``none`` works in pixel space.
 The diffusion sees the *pre-quantisation* latent multiplied by ``scale`` = 1 / std of the
 first training batch (LDM's ``scale_by_std``); ``decode`` undoes the scaling and, for
 ``vq``, quantises before decoding.
@@ -15,7 +17,7 @@ from diffusers import AutoencoderKL, VQModel
 from torch import nn
 from torch.nn import functional as F
 
-KINDS = ("vq", "kl", "none")
+KINDS = ("vq", "kl", "unshuffle", "none")
 
 
 class FirstStage(nn.Module):
@@ -28,13 +30,14 @@ class FirstStage(nn.Module):
         channels: int = 32,
         channel_mult: tuple[int, ...] | list[int] = (1, 2, 4),
         num_res_blocks: int = 2,
+        patch_size: int = 4,
     ) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown first stage {kind!r}; expected one of {', '.join(KINDS)}")
         self.kind = kind
         self.register_buffer("scale", torch.ones(()))  # set once by calibrate_scale
-        self.register_buffer("calibrated", torch.tensor(kind == "none"))
+        self.register_buffer("calibrated", torch.tensor(kind in ("none", "unshuffle")))
         blocks = dict(
             in_channels=in_channels,
             out_channels=in_channels,
@@ -55,15 +58,16 @@ class FirstStage(nn.Module):
             self.model = AutoencoderKL(**blocks, down_block_types=down, up_block_types=up)
         else:
             self.model = None
-        self.downsample = 2 ** (n - 1) if self.model is not None else 1
-        self.latent_channels = embed_dim if self.model is not None else in_channels
+        self.patch = patch_size if kind == "unshuffle" else 1
+        self.downsample = 2 ** (n - 1) if self.model is not None else self.patch
+        self.latent_channels = embed_dim if self.model is not None else in_channels * self.patch**2
 
     def _raw_encode(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "vq":
             return self.model.encode(x).latents
         if self.kind == "kl":
             return self.model.encode(x).latent_dist.mode()
-        return x
+        return F.pixel_unshuffle(x, self.patch) if self.patch > 1 else x
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Image in [-1, 1] -> scaled latent (pre-quantisation for vq)."""
@@ -73,7 +77,7 @@ class FirstStage(nn.Module):
         """Scaled latent -> image in [-1, 1] (quantised first for vq)."""
         z = z / self.scale
         if self.model is None:
-            return z
+            return F.pixel_shuffle(z, self.patch) if self.patch > 1 else z
         return self.model.decode(z).sample
 
     @torch.no_grad()
@@ -92,7 +96,7 @@ class FirstStage(nn.Module):
         downsampling L1 alone reconstructs the synthetic datasets sharply.
         """
         if self.model is None:
-            raise ValueError("first_stage.kind='none' has nothing to train")
+            raise ValueError(f"first_stage.kind={self.kind!r} has nothing to train")
         if self.kind == "vq":
             h = self.model.encode(x).latents
             out = self.model.decode(h)

@@ -1,0 +1,130 @@
+"""The networks: shapes at every preset, the published layer contracts, skip dropout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from factordiff.config import load_config, preset_names
+from factordiff.models.autoencoder import FirstStage
+from factordiff.models.encoder import PerUnitMLP, UnitEncoder
+from factordiff.models.unet import SkipDropout, UNet
+from factordiff.pipeline import FactorDiffusion
+
+PUBLISHED_LATENT = {  # image side -> (first-stage latent) for the VQ f4 presets
+    64: (3, 16, 16),
+}
+
+
+@pytest.mark.parametrize("preset", preset_names())
+def test_every_preset_builds_with_the_right_shapes(preset: str) -> None:
+    cfg = load_config(preset)
+    torch.manual_seed(0)
+    model = FactorDiffusion(cfg).eval()
+    n, d = cfg.model.encoder.n_units, cfg.model.encoder.unit_dim
+    x = torch.rand(2, 3, model.image_size, model.image_size) * 2 - 1
+    with torch.no_grad():
+        scalars, tokens = model.encoder(x)
+        z = model.first_stage.encode(x)
+        eps = model.unet(z, torch.tensor([0, 999]), tokens)
+    assert scalars.shape == (2, n) and tokens.shape == (2, n, d)
+    assert z.shape == (2, *model.latent_shape) == eps.shape
+    if cfg.model.first_stage.kind == "vq":
+        assert model.latent_shape == PUBLISHED_LATENT[model.image_size]
+
+
+def test_published_unet_size_and_layout() -> None:
+    """EncDiff's U-Net (64 ch x (1,2,4,4), 2 res blocks, attention at 16/8/4 and the middle)."""
+    unet = UNet(in_channels=3, context_dim=16)
+    n_params = sum(p.numel() for p in unet.parameters())
+    assert 30e6 < n_params < 40e6
+    n_attn = sum(1 for m in unet.modules() if m.__class__.__name__ == "Transformer2DModel")
+    assert n_attn == 3 * 2 + 1 + 3 * 3  # down levels 0-2, middle, up levels 2-0
+    assert unet.skip_factors == [1, 1, 1, 2, 2, 2, 4, 4, 4, 8, 8, 8]
+
+
+def test_per_unit_mlp_equals_separate_mlps() -> None:
+    torch.manual_seed(0)
+    mlp = PerUnitMLP(3, [1, 4, 5, 2], act="elu")
+    scalars = torch.randn(7, 3)
+    out = mlp(scalars)
+    for u in range(3):
+        h = scalars[:, u : u + 1]
+        for i, (w, b) in enumerate(zip(mlp.weights, mlp.biases, strict=True)):
+            h = h @ w[u] + b[u]
+            if i < 2:
+                h = nn.functional.elu(h)
+        torch.testing.assert_close(out[:, u], h)
+
+
+def test_units_depend_only_on_their_own_scalar() -> None:
+    enc = UnitEncoder("encdiff", image_size=32, n_units=4, unit_dim=8, channels=16)
+    scalars = torch.randn(5, 4)
+    changed = scalars.clone()
+    changed[:, 2] += 1.0
+    a, b = enc.to_tokens(scalars), enc.to_tokens(changed)
+    diff = (a - b).abs().amax(dim=(0, 2))
+    assert diff[2] > 0 and torch.all(diff[[0, 1, 3]] == 0)
+
+
+def test_dyga_encoder_ends_with_relu_and_vector_units() -> None:
+    enc = UnitEncoder("dyga", image_size=64, n_units=20, unit_dim=32, channels=16,
+                      mlp_hidden=[256, 512], fc_hidden=[64, 32]).eval()  # fmt: skip
+    _, tokens = enc(torch.rand(2, 3, 64, 64))
+    assert tokens.shape == (2, 20, 32) and tokens.min() >= 0
+
+
+def test_encoder_rejects_sizes_it_cannot_downsample() -> None:
+    with pytest.raises(ValueError, match="divisible by 16"):
+        UnitEncoder(image_size=40)
+
+
+def test_skip_dropout_drops_whole_channels_and_keeps_the_mean() -> None:
+    drop = SkipDropout(0.25).train()
+    torch.manual_seed(0)
+    x = torch.ones(512, 64, 4, 4)
+    y = drop(x)
+    per_channel = y[:, :, 0, 0]
+    assert torch.all(y == per_channel[:, :, None, None])  # a channel is all kept or all 0
+    values = per_channel.unique()
+    assert len(values) == 2 and values[0] == 0 and values[1].item() == pytest.approx(1 / 0.75)
+    assert abs((per_channel == 0).float().mean().item() - 0.25) < 0.01
+    assert abs(y.mean().item() - 1.0) < 0.02
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_skip_dropout_only_at_chosen_resolutions() -> None:
+    unet = UNet(context_dim=4, model_channels=8, channel_mult=[1, 2], num_res_blocks=1,
+                attention_resolutions=[2], num_heads=2, skip_dropout=0.5,
+                skip_dropout_resolutions=[2]).train()  # fmt: skip
+    seen = []
+    unet.skip_dropout.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[-1]))
+    unet(torch.randn(2, 3, 8, 8), torch.tensor([1, 2]), torch.randn(2, 3, 4))
+    assert unet.skip_factors == [1, 1, 2, 2]
+    assert seen == [4, 4]  # only the two skips at downsampling factor 2 (4x4) were dropped
+
+
+@pytest.mark.parametrize("kind", ["vq", "kl"])
+def test_first_stage_scale_makes_unit_std(kind: str) -> None:
+    torch.manual_seed(0)
+    fs = FirstStage(kind, channels=8, channel_mult=[1, 2], num_res_blocks=1, n_embed=16)
+    x = torch.rand(8, 3, 16, 16) * 2 - 1
+    fs.calibrate_scale(x)
+    assert fs.encode(x).std().item() == pytest.approx(1.0, rel=1e-4)
+    first = float(fs.scale)
+    fs.calibrate_scale(x * 3)  # calibrated once: later calls keep the scale
+    assert float(fs.scale) == first
+    assert fs.decode(fs.encode(x)).shape == x.shape
+    loss, parts = fs.reconstruction_loss(x)
+    assert loss.requires_grad and parts["rec_l1"] > 0
+
+
+def test_unshuffle_first_stage_is_lossless() -> None:
+    fs = FirstStage("unshuffle", patch_size=4)
+    x = torch.rand(2, 3, 32, 32)
+    z = fs.encode(x)
+    assert z.shape == (2, 48, 8, 8)
+    assert torch.equal(fs.decode(z), x)
+    with pytest.raises(ValueError, match="nothing to train"):
+        fs.reconstruction_loss(x)
