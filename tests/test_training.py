@@ -87,6 +87,23 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path: Path) -> 
     assert straight == split  # resumed log keeps one line per step
 
 
+def test_first_stage_is_trained_once_and_resume_stays_bitwise(tmp_path: Path) -> None:
+    ae = ["model.first_stage.kind=kl", "model.first_stage.channels=8",
+          "model.first_stage.channel_mult=[1,2]", "model.first_stage.num_res_blocks=1",
+          "model.first_stage.train_steps=3", "model.first_stage.embed_dim=2"]  # fmt: skip
+    train(tiny(*ae, "train.max_steps=4"), tmp_path / "straight", progress=False)
+    train(tiny(*ae, "train.max_steps=2"), tmp_path / "split", progress=False)
+    first = log(tmp_path / "split")
+    assert [r["first_stage_step"] for r in first if "first_stage_step" in r] == [1, 2, 3]
+    train(tiny(*ae, "train.max_steps=4"), tmp_path / "split", progress=False)
+    assert log(tmp_path / "split")[:3] == first[:3]  # the first stage was not trained again
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert float(a["first_stage.scale"]) != 1.0 and bool(a["first_stage.calibrated"])
+    model = FactorDiffusion.from_pretrained(tmp_path / "split")
+    assert model.latent_shape == (2, 16, 16)
+
+
 def test_keep_last_k_checkpoints_and_ignore_half_written_ones(tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(tiny("train.max_steps=8", "train.keep_checkpoints=2"), run, progress=False)

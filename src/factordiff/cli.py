@@ -244,11 +244,13 @@ def _jsonable(value: object) -> object:
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Run directory of the quick start."),
+    train_steps: int = typer.Option(150, help="Steps of the short from-scratch training."),
+    eval_scale: float = typer.Option(0.2, help="Share of the metric protocol's sample counts."),
 ) -> None:
     """The quick start on the embedded procedural dataset (CPU, minutes)."""
     from factordiff.demo import run_demo
 
-    run_demo(out, console)
+    run_demo(out, console, train_steps=train_steps, eval_scale=eval_scale)
 
 
 def main() -> None:

@@ -3,7 +3,8 @@
 The schedule is LDM's "linear" (sqrt-linspace of beta_start..beta_end, squared), which
 diffusers calls ``scaled_linear``; T=1000, epsilon prediction, L1 loss in the EncDiff
 configs. The sampler is diffusers' ``DDIMScheduler`` configured as LDM's DDIM sampler
-(``set_alpha_to_one=False``, ``steps_offset=1``, no clipping of latents).
+(``set_alpha_to_one=False``, ``steps_offset=1``, no clipping of latents; pixel-space
+models clip their x0 predictions to the data range).
 
 Randomness (timesteps, noise) comes from an explicit ``torch.Generator`` so that a training
 step is a pure function of (weights, batch, seed, step) -- the basis of bitwise resume and
@@ -38,8 +39,11 @@ def train_scheduler(cfg: DiffusionConfig) -> DDPMScheduler:
     return DDPMScheduler(**_schedule_kwargs(cfg))
 
 
-def ddim_scheduler(cfg: DiffusionConfig) -> DDIMScheduler:
-    return DDIMScheduler(**_schedule_kwargs(cfg), set_alpha_to_one=False, steps_offset=1)
+def ddim_scheduler(cfg: DiffusionConfig, clip_sample: bool = False) -> DDIMScheduler:
+    """``clip_sample``: clip each step's x0 prediction to [-1, 1] -- right for pixel-space
+    diffusion (the data lives there) and wrong for latents, which are not bounded."""
+    kwargs = {**_schedule_kwargs(cfg), "clip_sample": clip_sample}
+    return DDIMScheduler(**kwargs, set_alpha_to_one=False, steps_offset=1)
 
 
 def sample_timesteps(n: int, cfg: DiffusionConfig, generator: torch.Generator) -> torch.Tensor:

@@ -71,7 +71,7 @@ class FactorDiffusion(nn.Module):
         side = self.image_size // self.first_stage.downsample
         self.latent_shape = (self.first_stage.latent_channels, side, side)
         self.noise_scheduler = train_scheduler(config.diffusion)
-        self.sampler = ddim_scheduler(config.diffusion)
+        self.sampler = ddim_scheduler(config.diffusion, clip_sample=self.first_stage.model is None)
 
     # -- training -------------------------------------------------------------------
     def forward(self, x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

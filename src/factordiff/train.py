@@ -140,27 +140,38 @@ def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> 
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def train_first_stage(model: FactorDiffusion, data: StepBatches, dataset, cfg: Config, acc) -> None:
-    """Phase 1: the autoencoder by its reconstruction loss (skipped when trained)."""
+def train_first_stage(
+    model: FactorDiffusion,
+    data: StepBatches,
+    dataset,
+    cfg: Config,
+    logger: RunLogger,
+    progress: bool,
+) -> bool:
+    """Phase 1: the autoencoder by its reconstruction loss; False when there is none to train.
+
+    The scale of its latents is calibrated right after, so a checkpoint written at step 0
+    holds a first stage that is finished in every respect.
+    """
     fs = model.first_stage
-    done = fs.model is None or bool(fs.calibrated)
-    if done:
-        return
+    if fs.model is None or bool(fs.calibrated):
+        return False
     fs.requires_grad_(True).train()
     lr = cfg.model.first_stage.lr * (cfg.train.batch_size if cfg.train.scale_lr else 1)
     opt = torch.optim.Adam(fs.parameters(), lr=lr, betas=(0.5, 0.9))
     steps = cfg.model.first_stage.train_steps
-    bar = tqdm(range(steps), desc="first stage", disable=not acc.is_main_process)
-    for step in bar:
+    for step in tqdm(range(steps), desc="first stage", disable=not progress):
         torch.manual_seed(chunk_seed(cfg.train.seed, step, 10_000))
         x = model.prepare_images(dataset.images_at(data.rows(step, 0, 1)))
         loss, parts = fs.reconstruction_loss(x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if step % cfg.train.log_every == 0:
-            bar.set_postfix(parts)
+        if (step + 1) % cfg.train.log_every == 0 or step + 1 == steps:
+            logger.log(0, {"first_stage_step": step + 1, **parts})
     fs.requires_grad_(False).eval()
+    fs.calibrate_scale(model.prepare_images(dataset.images_at(data.rows(0, 0, 1))))
+    return True
 
 
 def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
@@ -193,6 +204,7 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
     ema = EMAModel(model.unet.parameters(), decay=t.ema_decay)
 
+    raw_optimizer = optimizer  # accelerate wraps it below; its state_dict lives here
     step = 0
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:  # resume: weights, EMA, optimizer, schedule; data follows from step
@@ -207,19 +219,13 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
         step = state["step"]
         if acc.is_main_process:
             print(f"resuming {run_dir} from {ckpt.name} (step {step})")
-    else:
-        train_first_stage(model, data, dataset, cfg, acc)
-        calib = model.prepare_images(dataset.images_at(data.rows(0, 0, 1)))
-        model.first_stage.calibrate_scale(calib)
-
-    ddp_model, optimizer = acc.prepare(model, optimizer)
     logger = RunLogger(run_dir, step, enabled=acc.is_main_process)
 
     def checkpoint() -> None:
         acc.wait_for_everyone()
         if acc.is_main_process:
             unet_names = [n for n, _ in model.unet.named_parameters()]
-            opt_tensors, opt_meta = optimizer_state_tensors(optimizer.optimizer)
+            opt_tensors, opt_meta = optimizer_state_tensors(raw_optimizer)
             save_checkpoint(
                 run_dir, step,
                 {"model": model.state_dict(), "optimizer": opt_tensors,
@@ -232,6 +238,12 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
             )  # fmt: skip
         acc.wait_for_everyone()
 
+    if ckpt is None and train_first_stage(
+        model, data, dataset, cfg, logger, progress and acc.is_main_process
+    ):
+        checkpoint()  # step 0: the trained first stage is never trained twice
+
+    ddp_model, optimizer = acc.prepare(model, optimizer)
     bar = tqdm(
         total=t.max_steps,
         initial=step,
