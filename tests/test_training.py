@@ -142,6 +142,13 @@ def test_pipeline_round_trip_and_contracts(tmp_path: Path) -> None:
     again = FactorDiffusion.from_pretrained(saved)
     assert torch.equal(again.encode(images), units)
     assert np.array_equal(again.decode(units[:2], steps=3), generated)
+    half = model.save_pretrained(tmp_path / "half", dtype=torch.float16)
+    assert (half / "model.safetensors").stat().st_size < 0.6 * (
+        saved / "model.safetensors"
+    ).stat().st_size
+    torch.testing.assert_close(
+        FactorDiffusion.from_pretrained(half).encode(images), units, atol=0.05, rtol=0.05
+    )
     # the same seed gives the same images; another seed other images
     assert np.array_equal(model.decode(units[:2], steps=3, seed=0), generated)
     assert not np.array_equal(model.decode(units[:2], steps=3, seed=1), generated)

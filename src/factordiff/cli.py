@@ -174,10 +174,10 @@ def _score_table(results: dict, names: list[str], title: str) -> Table:
 
 
 def _write_json(out: Path, results: dict) -> None:
-    import json
+    from factordiff.metrics.evaluate import results_to_json
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=_jsonable))
+    out.write_text(results_to_json(results))
     console.print(f"wrote {out}")
 
 
@@ -229,16 +229,6 @@ def eval_command(
     )  # fmt: skip
     console.print(_score_table(results, names, f"{run_dir}: {cfg.data.name}, scale {scale}"))
     _write_json(out or run_dir / "eval.json", results)
-
-
-def _jsonable(value: object) -> object:
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 @app.command()

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def run_demo(
 ) -> dict:
     """Run the quick start into ``out``; returns the metric results of the model."""
     from factordiff import metrics
+    from factordiff.metrics.evaluate import results_to_json
     from factordiff.pipeline import FactorDiffusion
     from factordiff.train import train
     from factordiff.viz import save_reconstruction_grid, save_swap_grid
@@ -51,6 +53,7 @@ def run_demo(
 
     console.print(f"[bold]2. training[/] {train_steps} steps of `factordiff train quickstart`")
     run = out / "train"
+    shutil.rmtree(run, ignore_errors=True)  # the demo's own scratch run: start it afresh
     short = load_config(
         "quickstart",
         [f"train.max_steps={train_steps}", "train.eval_every=0",
@@ -76,7 +79,7 @@ def run_demo(
     results = metrics.evaluate(
         model.represent, dataset, cfg.eval.metrics, cfg.eval.seed, scale=eval_scale
     )
-    (out / "eval.json").write_text(json.dumps(results, indent=1, default=float))
+    (out / "eval.json").write_text(results_to_json(results))
     files["metrics"] = out / "eval.json"
     files["reconstructions"] = save_reconstruction_grid(model, dataset, out / "reconstructions.png")
     files["latent interchange"] = save_swap_grid(model, dataset, out / "swap.png")

@@ -190,13 +190,18 @@ class FactorDiffusion(nn.Module):
         return self.decode(units, steps, **kwargs)
 
     # -- persistence ----------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
         """``config.yaml`` + ``model.safetensors`` (the U-Net holds its EMA weights when
-        the model came from a run's checkpoint); load with ``from_pretrained``."""
+        the model came from a run's checkpoint); load with ``from_pretrained``.
+        ``dtype=torch.float16`` halves the file; weights load back as float32."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_config(self.config, directory / "config.yaml")
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        tensors = {
+            k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
+            .detach().cpu().contiguous()
+            for k, v in self.state_dict().items()
+        }  # fmt: skip
         tmp = directory / f".{WEIGHTS}.tmp"
         save_file(tensors, tmp, metadata={"format": "factordiff"})
         tmp.replace(directory / WEIGHTS)

@@ -51,6 +51,21 @@ HEADLINE = {
 }
 
 
+def _jsonable(value: object) -> object:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def results_to_json(results: dict) -> str:
+    """Metric results (numpy arrays and scalars included) as indented JSON."""
+    import json
+
+    return json.dumps(results, indent=2, default=_jsonable)
+
+
 def headline(results: dict) -> dict[str, float]:
     """Flat ``{"metric/score": value}`` of the headline numbers in ``evaluate``'s result."""
     return {
