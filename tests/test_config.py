@@ -45,7 +45,10 @@ def test_overrides_are_typed() -> None:
             "unknown config key 'train.batchsize'; did you mean 'train.batch_size'",
         ),
         (["train.batch_size=abc"], "bad value for 'train.batch_size': expected int"),
-        (["model.first_stage.kind=vqq"], "model.first_stage.kind must be one of vq, kl, unshuffle, none"),
+        (
+            ["model.first_stage.kind=vqq"],
+            "model.first_stage.kind must be one of vq, kl, unshuffle, none",
+        ),
         (["data.name=shapes4d"], "Did you mean 'shapes3d'"),
         (["train=3"], "'train' is a section"),
         (["train.batch_size"], "must look like key=value"),

@@ -64,7 +64,8 @@ def test_step_batches_cover_each_epoch_once() -> None:
 
 
 def test_loss_falls_in_a_short_training(tmp_path: Path) -> None:
-    cfg = tiny("train.max_steps=60", "train.base_lr=2e-3", "train.checkpoint_every=60")
+    cfg = tiny("train.max_steps=60", "train.base_lr=2e-3", "train.checkpoint_every=60",
+               "diffusion.prediction=epsilon")  # fmt: skip
     train(cfg, tmp_path / "run", progress=False)
     losses = [r["loss"] for r in log(tmp_path / "run") if "loss" in r]
     assert len(losses) == 60

@@ -234,7 +234,7 @@ def eval_command(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Run directory of the quick start."),
-    train_steps: int = typer.Option(150, help="Steps of the short from-scratch training."),
+    train_steps: int = typer.Option(100, help="Steps of each phase of the short training."),
     eval_scale: float = typer.Option(0.2, help="Share of the metric protocol's sample counts."),
 ) -> None:
     """The quick start on the embedded procedural dataset (CPU, minutes)."""
