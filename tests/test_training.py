@@ -105,6 +105,13 @@ def test_first_stage_is_trained_once_and_resume_stays_bitwise(tmp_path: Path) ->
     assert model.latent_shape == (2, 16, 16)
 
 
+def test_bf16_autocast_trains(tmp_path: Path) -> None:
+    train(tiny("train.max_steps=2", "train.mixed_precision=bf16"), tmp_path / "run", progress=False)
+    losses = [r["loss"] for r in log(tmp_path / "run")]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert all(v.dtype != torch.bfloat16 for v in weights(tmp_path / "run").values())  # fp32 master
+
+
 def test_keep_last_k_checkpoints_and_ignore_half_written_ones(tmp_path: Path) -> None:
     run = tmp_path / "run"
     train(tiny("train.max_steps=8", "train.keep_checkpoints=2"), run, progress=False)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
@@ -180,6 +181,9 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
     t = cfg.train
     # accelerate treats several processes without a GPU as DDP only when told cpu=True.
     multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    # accelerate keeps one global state per process; a second train() call in the same
+    # process (library use, tests) may ask for another precision. The process group stays.
+    AcceleratorState._reset_state()
     acc = Accelerator(mixed_precision=t.mixed_precision, cpu=multi_cpu)
     world, rank = acc.num_processes, acc.process_index
     n_chunks = world * t.grad_accum
