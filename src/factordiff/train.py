@@ -26,6 +26,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from diffusers.training_utils import EMAModel
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from factordiff.checkpoint import (
@@ -38,6 +39,7 @@ from factordiff.checkpoint import (
 from factordiff.config import Config, load_config, save_config
 from factordiff.data import load
 from factordiff.data.base import FactorDataset
+from factordiff.data.loader import TorchFactorDataset
 from factordiff.diffusion import sample_timesteps
 from factordiff.errors import ConfigError
 from factordiff.pipeline import FactorDiffusion, resolve_image_size
@@ -115,6 +117,46 @@ class StepBatches:
         batch = self._perm[k * self.batch : (k + 1) * self.batch]
         size = self.batch // n_chunks
         return np.sort(batch[chunk * size : (chunk + 1) * size])
+
+
+class RankBatchSampler(torch.utils.data.Sampler):
+    """This process's rows for every (step, micro-batch) from ``start`` on, in training
+    order, so a DataLoader with workers can prefetch them while the model computes."""
+
+    def __init__(self, data: StepBatches, start: int, stop: int, rank: int, world: int, accum: int):
+        self.data, self.start, self.stop = data, start, stop
+        self.rank, self.world, self.accum = rank, world, accum
+
+    def __len__(self) -> int:
+        return (self.stop - self.start) * self.accum
+
+    def __iter__(self):
+        n_chunks = self.world * self.accum
+        for step in range(self.start, self.stop):
+            for micro in range(self.accum):
+                yield self.data.rows(step, micro * self.world + self.rank, n_chunks).tolist()
+
+
+def _as_fetched(batch: dict) -> dict:
+    return batch  # TorchFactorDataset fetches a whole batch in one call
+
+
+def batch_stream(
+    dataset: FactorDataset, data: StepBatches, cfg: Config, start: int, rank: int, world: int
+) -> DataLoader:
+    """Float batches in [-1, 1] at the model's size; ``data.num_workers`` > 0 prefetches."""
+    workers = cfg.data.num_workers
+    return DataLoader(
+        TorchFactorDataset(dataset, image_size=cfg.data.image_size),
+        batch_sampler=RankBatchSampler(
+            data, start, cfg.train.max_steps, rank, world, cfg.train.grad_accum
+        ),
+        num_workers=workers,
+        collate_fn=_as_fetched,
+        pin_memory=torch.cuda.is_available(),
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
 
 
 def optimizer_state_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
@@ -260,13 +302,14 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
         time.perf_counter(),
         0,
     )
+    batches = iter(batch_stream(dataset, data, cfg, step, rank, world))
     while step < t.max_steps:
         ddp_model.train()
         for micro in range(t.grad_accum):
             chunk = micro * world + rank
             seed = chunk_seed(t.seed, step, chunk)
             g = torch.Generator().manual_seed(seed)
-            x = model.prepare_images(dataset.images_at(data.rows(step, chunk, n_chunks)))
+            x = model.prepare_images(next(batches)["image"])
             noise = torch.randn((len(x), *model.latent_shape), generator=g).to(acc.device)
             ts = sample_timesteps(len(x), cfg.diffusion, g).to(acc.device)
             torch.manual_seed(seed)  # dropout / skip-dropout masks
@@ -368,7 +411,9 @@ class RunLogger:
     def log(self, step: int, values: dict) -> None:
         if not self.enabled:
             return
-        self._write({"step": step, **{k: float(v) for k, v in values.items()}})
+        self._write(
+            {"step": step, **{k: v if isinstance(v, int) else float(v) for k, v in values.items()}}
+        )
         if self.writer is not None:
             for k, v in values.items():
                 self.writer.add_scalar(f"train/{k}", v, step)
