@@ -57,7 +57,13 @@ def load_dataset(cfg: Config) -> FactorDataset:
         kwargs["in_memory"] = True
     if cfg.data.cache_dir:
         kwargs["cache_dir"] = cfg.data.cache_dir
-    return load(cfg.data.name, root=cfg.data.root, **kwargs)
+    try:
+        return load(cfg.data.name, root=cfg.data.root, **kwargs)
+    except TypeError as exc:  # an option the dataset's class does not take
+        raise ConfigError(
+            f"data.in_memory / data.cache_dir: not supported for dataset {cfg.data.name!r} "
+            f"with data.root={cfg.data.root!r} ({exc})"
+        ) from None
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
