@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -112,3 +115,40 @@ def test_bad_input_is_a_clear_error(kwargs: dict, data, match: str) -> None:
 def test_unfitted_use_is_a_clear_error() -> None:
     with pytest.raises(RuntimeError, match="not fitted"):
         HDDC().predict(np.zeros((3, 2)))
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _reference_cases():
+    ref = json.loads((FIXTURES / "hddc_reference.json").read_text())
+    for dataset in ("crabs", "simulated"):
+        for name, runs in ref["results"][dataset].items():
+            yield pytest.param(dataset, name, runs, id=f"{dataset}-{name}")
+
+
+def _load_csv(dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    table = np.genfromtxt(FIXTURES / f"hddc_{dataset}.csv", delimiter=",", names=True)
+    names = [n for n in table.dtype.names if n != "class"]
+    x = np.stack([table[n] for n in names], axis=1)
+    return x, table["class"].astype(int) - 1  # HDclassif numbers classes from 1
+
+
+@pytest.mark.parametrize(("dataset", "name", "runs"), list(_reference_cases()))
+def test_matches_hdclassif(dataset: str, name: str, runs: dict) -> None:
+    """Same initial partition -> HDclassif's log-likelihood trace, d_k, BIC, ICL, partition
+    (numbers from HDclassif 2.2.2 itself: tests/fixtures/hddc_reference.R)."""
+    x, labels = _load_csv(dataset)
+    model, _, select = name.partition("_dselect_")
+    ref = runs["given_partition"]
+    fitted = HDDC(len(np.unique(labels)), model=model, init=labels,
+                  d_select="bic" if select else "cattell").fit(x)  # fmt: skip
+    assert fitted.n_iter_ == ref["iterations"]
+    np.testing.assert_allclose(fitted.loglik_history_, np.ravel(ref["loglik_all"]), rtol=1e-9)
+    assert fitted.dims_.tolist() == np.ravel(ref["d"]).tolist()
+    assert -fitted.bic(x) == pytest.approx(
+        ref["BIC"], rel=1e-9
+    )  # HDclassif maximises 2LL - m log n
+    assert -fitted.icl(x) == pytest.approx(ref["ICL"], rel=1e-6)
+    assert fitted.labels_.tolist() == (np.ravel(ref["class"]) - 1).tolist()
+    np.testing.assert_allclose(fitted.weights_, np.ravel(ref["prop"]), rtol=1e-9)

@@ -97,9 +97,14 @@ class AnchoringConfig:
     max_splits: int = 3
     max_components: int = 32
     min_weight: float = 10.0
-    strength: float = 0.1
+    strength: float = 0.1  # lam0 in lam = lam0 * exp(-mean |(c - anchor) / c|)
+    fixed_lam: float | None = None  # a constant lam instead
+    mode: str = "hard"  # hard (most responsible Gaussian) | gumbel (Gumbel-softmax mix)
+    tau: float = 1.0  # Gumbel-softmax temperature
+    straight_through: bool = False  # forward aligned units, backward as if not aligned
     max_points: int = 100000
-    every_epochs: int = 1
+    every_epochs: int = 1  # refit schedule: none in the first epoch, then every N epochs
+    every_steps: int = 0  # > 0: refit every N steps instead (from that step on)
 
 
 @dataclass
@@ -153,6 +158,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "diffusion.t_sampling": ("uniform", "cosmap"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "eval.representation": ("auto", "scalars", "pca", "flatten"),
+    "anchoring.mode": ("hard", "gumbel"),
 }
 
 

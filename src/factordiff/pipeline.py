@@ -27,11 +27,13 @@ from factordiff.config import Config, load_config, save_config
 from factordiff.data.loader import to_float, to_uint8
 from factordiff.data.registry import get_spec
 from factordiff.diffusion import ddim_sample, ddim_scheduler, diffusion_loss, train_scheduler
+from factordiff.models.anchoring import Anchors
 from factordiff.models.autoencoder import FirstStage
 from factordiff.models.encoder import UnitEncoder
 from factordiff.models.unet import UNet
 
 WEIGHTS = "model.safetensors"
+ANCHORS = "anchors.safetensors"
 
 
 def resolve_image_size(cfg: Config) -> int:
@@ -70,6 +72,7 @@ class FactorDiffusion(nn.Module):
         )  # fmt: skip
         side = self.image_size // self.first_stage.downsample
         self.latent_shape = (self.first_stage.latent_channels, side, side)
+        self.anchors: Anchors | None = None  # DyGA: set by training (refits) or loading
         self.noise_scheduler = train_scheduler(config.diffusion)
         self.sampler = ddim_scheduler(config.diffusion, clip_sample=self.first_stage.model is None)
 
@@ -78,9 +81,28 @@ class FactorDiffusion(nn.Module):
         """The diffusion loss of a batch of images (the only training signal)."""
         with torch.no_grad():
             z0 = self.first_stage.encode(x)
-        _, tokens = self.encoder(x)
+        tokens = self.units(x)
         return diffusion_loss(
             self.unet, z0, tokens, self.noise_scheduler, noise, t, self.config.diffusion.loss
+        )
+
+    def units(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's tokens (B, N, D), aligned to the DyGA anchors when there are any."""
+        _, tokens = self.encoder(x)
+        if self.anchors is None:
+            return tokens
+        aligned = self.anchors.align(tokens)
+        if self.config.anchoring.straight_through:
+            return tokens + (aligned - tokens).detach()
+        return aligned
+
+    def set_anchors(self, units: list | None) -> None:
+        """Install fitted ``UnitMixture``s (one per unit) with the config's alignment options."""
+        a = self.config.anchoring
+        self.anchors = (
+            None
+            if units is None
+            else Anchors(units, strength=a.strength, mode=a.mode, tau=a.tau, fixed_lam=a.fixed_lam)
         )
 
     # -- inference ------------------------------------------------------------------
@@ -118,7 +140,7 @@ class FactorDiffusion(nn.Module):
         was = self.training
         self.eval()
         try:
-            return torch.cat(self._batched(lambda x: self.encoder(x)[1], images, batch_size))
+            return torch.cat(self._batched(self.units, images, batch_size))
         finally:
             self.train(was)
 
@@ -129,8 +151,10 @@ class FactorDiffusion(nn.Module):
         was = self.training
         self.eval()
         try:
-            pick = 0 if self.config.model.encoder.kind == "encdiff" else 1
-            parts = self._batched(lambda x: self.encoder(x)[pick], images, batch_size)
+            if self.config.model.encoder.kind == "encdiff":
+                parts = self._batched(lambda x: self.encoder(x)[0], images, batch_size)
+            else:
+                parts = self._batched(self.units, images, batch_size)
             return torch.cat(parts).float().cpu().numpy()
         finally:
             self.train(was)
@@ -205,7 +229,15 @@ class FactorDiffusion(nn.Module):
         tmp = directory / f".{WEIGHTS}.tmp"
         save_file(tensors, tmp, metadata={"format": "factordiff"})
         tmp.replace(directory / WEIGHTS)
+        if self.anchors is not None:
+            save_file(self.anchors.state_tensors(), directory / ANCHORS)
         return directory
+
+    def load_anchors(self, directory: Path) -> None:
+        """DyGA anchors from ``directory/anchors.safetensors``, if the run had any."""
+        if (directory / ANCHORS).is_file():
+            tensors = load_tensors(directory, ANCHORS.removesuffix(".safetensors"))
+            self.set_anchors(Anchors.from_state_tensors(tensors).units)
 
     @classmethod
     def from_pretrained(
@@ -223,6 +255,7 @@ class FactorDiffusion(nn.Module):
             load_into(
                 model, load_tensors(path, WEIGHTS.removesuffix(".safetensors")), str(path / WEIGHTS)
             )
+            model.load_anchors(path)
         else:
             ckpt = latest_checkpoint(path)
             if ckpt is None:
@@ -232,4 +265,5 @@ class FactorDiffusion(nn.Module):
             load_into(model, load_tensors(ckpt, "model"), str(ckpt / "model.safetensors"))
             if use_ema and (ckpt / "ema.safetensors").is_file():
                 load_into(model.unet, load_tensors(ckpt, "ema"), str(ckpt / "ema.safetensors"))
+            model.load_anchors(ckpt)
         return model.to(device).eval()

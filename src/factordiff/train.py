@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
+from accelerate.utils import broadcast_object_list
 from diffusers.training_utils import EMAModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -42,6 +43,7 @@ from factordiff.data.base import FactorDataset
 from factordiff.data.loader import TorchFactorDataset
 from factordiff.diffusion import sample_timesteps
 from factordiff.errors import ConfigError
+from factordiff.models.anchoring import fit_anchors
 from factordiff.pipeline import FactorDiffusion, resolve_image_size
 
 #: Keys that may change when a run is resumed (how long, how often, how it is logged).
@@ -165,6 +167,36 @@ def batch_stream(
     )
 
 
+def refit_due(cfg: Config, step: int, per_epoch: int) -> bool:
+    """DyGA schedule: no anchors during the first epoch, then a refit every N epochs
+    (or every ``anchoring.every_steps`` steps)."""
+    a = cfg.anchoring
+    if not a.enabled:
+        return False
+    if a.every_steps > 0:
+        return step % a.every_steps == 0
+    return step >= per_epoch and step % (per_epoch * a.every_epochs) == 0
+
+
+def refit_anchors(model: FactorDiffusion, dataset: FactorDataset, cfg: Config, step: int) -> list:
+    """Fit one mixture per unit on the (unaligned) units of up to ``max_points`` images."""
+    a = cfg.anchoring
+    rs = np.random.RandomState(cfg.train.seed + step)
+    idx = np.sort(rs.choice(len(dataset), min(len(dataset), a.max_points), replace=False))
+    current, model.anchors = model.anchors, None
+    try:
+        feats = torch.cat(
+            [model.encode(dataset.images_at(idx[i : i + 1024])) for i in range(0, len(idx), 1024)]
+        )
+    finally:
+        model.anchors = current
+    return fit_anchors(
+        feats, seed=cfg.train.seed + step, max_points=a.max_points, n_init=a.n_init,
+        em_iters=a.em_iters, split_threshold=a.split_threshold, max_splits=a.max_splits,
+        max_components=a.max_components, min_weight=a.min_weight,
+    )  # fmt: skip
+
+
 def optimizer_state_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
     """An optimizer's state as flat tensors (for safetensors) + JSON-able rest."""
     sd = opt.state_dict()
@@ -267,6 +299,7 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
         ema.shadow_params = [ema_tensors[n].to(acc.device) for n in names]
         ema.optimization_step = state["ema_step"]
         restore_optimizer(optimizer, load_tensors(ckpt, "optimizer"), state["optimizer"])
+        model.load_anchors(ckpt)
         scheduler.load_state_dict(state["lr_scheduler"])
         step = state["step"]
         if acc.is_main_process:
@@ -278,10 +311,13 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
         if acc.is_main_process:
             unet_names = [n for n, _ in model.unet.named_parameters()]
             opt_tensors, opt_meta = optimizer_state_tensors(raw_optimizer)
+            tensors = {"model": model.state_dict(), "optimizer": opt_tensors,
+                       "ema": dict(zip(unet_names, ema.shadow_params, strict=True))}  # fmt: skip
+            if model.anchors is not None:
+                tensors["anchors"] = model.anchors.state_tensors()
             save_checkpoint(
                 run_dir, step,
-                {"model": model.state_dict(), "optimizer": opt_tensors,
-                 "ema": dict(zip(unet_names, ema.shadow_params, strict=True))},
+                tensors,
                 {"step": step, "images_seen": step * t.batch_size, **data.position(step),
                  "seed": t.seed, "rng": "per (seed, step, chunk); see factordiff.train",
                  "ema_step": ema.optimization_step, "optimizer": opt_meta,
@@ -334,6 +370,16 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
         step += 1
         images += t.batch_size
         bar.update(1)
+        if refit_due(cfg, step, data.per_epoch):
+            start = time.perf_counter()
+            units = [refit_anchors(model, dataset, cfg, step) if acc.is_main_process else None]
+            broadcast_object_list(units)  # every process aligns with rank 0's anchors
+            model.set_anchors(units[0])
+            seconds = time.perf_counter() - start
+            logger.log(
+                step, {"anchor_fit_s": seconds, "anchors": [u.n_components for u in units[0]]}
+            )
+            tick += seconds  # a refit is not training throughput
 
         if step % t.log_every == 0 or step == t.max_steps:
             mean_loss = acc.reduce(loss_sum, "mean").item() / loss_count
@@ -383,6 +429,11 @@ def periodic_eval(
     return scores
 
 
+def _plain(value):
+    """JSON-friendly: ints and lists as they are, tensors and numpy scalars as floats."""
+    return value if isinstance(value, int | list) else float(value)
+
+
 class RunLogger:
     """``metrics.jsonl`` (one JSON object per line) + TensorBoard events, main process only.
 
@@ -417,12 +468,11 @@ class RunLogger:
     def log(self, step: int, values: dict) -> None:
         if not self.enabled:
             return
-        self._write(
-            {"step": step, **{k: v if isinstance(v, int) else float(v) for k, v in values.items()}}
-        )
+        self._write({"step": step, **{k: _plain(v) for k, v in values.items()}})
         if self.writer is not None:
             for k, v in values.items():
-                self.writer.add_scalar(f"train/{k}", v, step)
+                if isinstance(v, int | float):
+                    self.writer.add_scalar(f"train/{k}", v, step)
 
     def log_eval(self, step: int, scores: dict) -> None:
         if not self.enabled:

@@ -39,8 +39,10 @@ import numpy as np
 import torch
 
 MODELS = ("AkjBkQkDk", "AkBkQkDk", "ABkQkDk", "AkjBQkDk", "AkBQkDk", "ABQkDk", "full")
-#: Smallest noise / signal variance (HDclassif floors b at 1e-6 too).
-VARIANCE_FLOOR = 1e-6
+#: HDclassif's floors: noise.ctrl (M-step b, Cattell) and the E-step's floor on b.
+NOISE_CTRL = 1e-8
+E_STEP_NOISE_FLOOR = 1e-6
+EIGEN_FLOOR = 1e-12  # keeps log(a) finite for degenerate covariances
 CHUNK = 8192  # points per E-step chunk: bounds memory at (batch, K, CHUNK, p)
 
 
@@ -57,12 +59,45 @@ class MixtureParams:
 
 
 def cattell_dims(eigvals: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
-    """Cattell's scree test: the largest j whose eigenvalue gap, divided by the largest gap,
-    is at least ``threshold``. eigvals (..., p) sorted descending -> d (...) in [1, p-1]."""
+    """Cattell's scree test as HDclassif codes it: the largest j whose eigenvalue gap,
+    divided by the largest gap, exceeds ``threshold`` (strictly) while lambda_{j+1} is above
+    the noise floor. eigvals (..., p) sorted descending -> d (...) in [1, p-1]."""
     gaps = (eigvals[..., :-1] - eigvals[..., 1:]).abs()
-    rel = gaps / gaps.amax(dim=-1, keepdim=True).clamp_min(1e-12)
+    rel = gaps / gaps.amax(dim=-1, keepdim=True).clamp_min(1e-300)
+    ok = (rel > threshold) & (eigvals[..., 1:] > NOISE_CTRL)
     idx = torch.arange(1, gaps.shape[-1] + 1, device=eigvals.device)
-    return torch.where(rel >= threshold, idx, torch.zeros_like(idx)).amax(dim=-1).clamp_min(1)
+    return torch.where(ok, idx, torch.zeros_like(idx)).amax(dim=-1).clamp_min(1)
+
+
+def bic_dims(eigvals: torch.Tensor, nk: torch.Tensor, n: int) -> torch.Tensor:
+    """Per-class intrinsic dimension by BIC (HDclassif's ``d_select="BIC"``): for each d,
+    a = mean of the first d eigenvalues, b = mean of the rest; keep the first maximiser,
+    scanning d upward and stopping 10 past the best so far."""
+    p = eigvals.shape[-1]
+    prop = nk / n
+    n_max = (eigvals > NOISE_CTRL).sum(-1) - 1  # (U, K)
+    best = torch.ones_like(n_max)
+    best_score = torch.full(nk.shape, -torch.inf, dtype=eigvals.dtype, device=eigvals.device)
+    active = torch.ones_like(n_max, dtype=torch.bool)
+    for d in range(1, p):
+        active &= (d <= n_max) & (d <= best + 10)
+        a = eigvals[..., :d].mean(-1)
+        b = eigvals[..., d:].mean(-1)
+        loglik = (
+            -0.5
+            * (
+                d * a.log()
+                + (p - d) * b.log()
+                - 2 * prop.log()
+                + p * (1 + 0.5 * math.log(2 * math.pi))
+            )
+            * nk
+        )
+        score = 2 * loglik - (p + d * (p - (d + 1) / 2) + 1) * nk.log()
+        better = active & (score > best_score)
+        best = torch.where(better, torch.full_like(best, d), best)
+        best_score = torch.where(better, score, best_score)
+    return best
 
 
 def _signal_mask(dims: torch.Tensor, p: int) -> torch.Tensor:
@@ -74,9 +109,10 @@ def costs(x: torch.Tensor, params: MixtureParams) -> torch.Tensor:
     p = x.shape[-1]
     mask = _signal_mask(params.dims, p).to(x.dtype)
     log_a = torch.where(mask.bool(), params.signal.log(), torch.zeros_like(params.signal))
+    noise = params.noise.clamp_min(E_STEP_NOISE_FLOOR)
     const = (
         log_a.sum(-1)
-        + (p - params.dims).to(x.dtype) * params.noise.log()
+        + (p - params.dims).to(x.dtype) * noise.log()
         - 2 * params.weights.log()
         + p * math.log(2 * math.pi)
     )  # (U, K)
@@ -87,7 +123,7 @@ def costs(x: torch.Tensor, params: MixtureParams) -> torch.Tensor:
         inside = (proj * mask[:, :, None, :]).sum(-1)
         signal = (proj * mask[:, :, None, :] / params.signal[:, :, None, :]).sum(-1)
         residual = ((y**2).sum(-1) - inside).clamp_min(0.0)
-        out.append(signal + residual / params.noise[:, :, None] + const[:, :, None])
+        out.append(signal + residual / noise[:, :, None] + const[:, :, None])
     return torch.cat(out, dim=2).transpose(1, 2)  # (U, n, K)
 
 
@@ -118,16 +154,20 @@ def m_step(
     model: str = "AkjBkQkDk",
     threshold: float = 0.2,
     dims: torch.Tensor | None = None,
+    d_select: str = "cattell",
 ) -> MixtureParams:
-    """Parameters from responsibilities (U, n, K); ``dims`` fixes d_k instead of Cattell."""
+    """Parameters from responsibilities (U, n, K); d_k by ``d_select`` ("cattell" or
+    "bic") unless ``dims`` fixes them."""
     p = x.shape[-1]
     nk, means, cov = _weighted_covariances(x, resp)
     weights = nk / nk.sum(-1, keepdim=True)
     eigvals, eigvecs = torch.linalg.eigh(cov)  # ascending
-    eigvals = eigvals.flip(-1).clamp_min(VARIANCE_FLOOR)
+    eigvals = eigvals.flip(-1).clamp_min(EIGEN_FLOOR)
     basis = eigvecs.flip(-1)
     if model == "full":
         dims = torch.full_like(nk, p, dtype=torch.long)
+    elif dims is None and d_select == "bic":
+        dims = bic_dims(eigvals, nk, x.shape[1])
     elif dims is None:
         dims = cattell_dims(eigvals, threshold)
     mask = _signal_mask(dims, p).to(x.dtype)
@@ -151,23 +191,23 @@ def m_step(
         )
         noise = pooled[:, None].expand_as(nk)
     return MixtureParams(
-        weights, means, basis, signal.clamp_min(VARIANCE_FLOOR).contiguous(),
-        noise.clamp_min(VARIANCE_FLOOR).contiguous(), dims,
+        weights, means, basis, signal.clamp_min(EIGEN_FLOOR).contiguous(),
+        noise.clamp_min(NOISE_CTRL).contiguous(), dims,
     )  # fmt: skip
 
 
 def n_free_parameters(model: str, p: int, dims: torch.Tensor) -> torch.Tensor:
-    """Free parameters of a fitted mixture (U,), as counted for BIC by HDclassif."""
+    """Free parameters m of a fitted mixture (U,), counted as HDclassif does: means and
+    weights, orientations sum_k d_k (p - (d_k + 1) / 2), the a's, the b's and the d_k."""
     k = dims.shape[-1]
     d = dims.to(torch.float64)
-    orient = (d * (p - (d + 1) / 2)).sum(-1)  # orientations Q_k (Grassmann coordinates)
-    base = k * p + k - 1  # means + weights
+    base = k * p + k - 1
     if model == "full":
         return torch.full_like(d[..., 0], base + k * p * (p + 1) / 2)
-    n_a = {"Akj": d.sum(-1), "Ak": torch.full_like(d[..., 0], k), "A": torch.ones_like(d[..., 0])}
+    orient = (d * (p - (d + 1) / 2)).sum(-1)
+    n_a = d.sum(-1) if model.startswith("Akj") else (k if model.startswith("Ak") else 1)
     n_b = k if "Bk" in model else 1
-    a_kind = "Akj" if model.startswith("Akj") else ("Ak" if model.startswith("Ak") else "A")
-    return base + orient + n_a[a_kind] + n_b
+    return base + orient + n_a + n_b + k
 
 
 def kmeans_labels(
@@ -233,21 +273,26 @@ def fit_mixtures(
     max_iter: int = 200,
     tol: float = 1e-3,
     dims: torch.Tensor | None = None,
+    d_select: str = "cattell",
     generator: torch.Generator | None = None,
 ) -> FitResult:
-    """EM for U mixtures at once: x (U, n, p). Stops when every |delta log-likelihood| < tol."""
+    """EM for U mixtures at once: x (U, n, p). Stops when, for every mixture, the change of
+    log-likelihood is below ``tol`` in absolute or relative (|dL| / (0.1 + |L|)) terms, as
+    HDclassif does; ``tol=0`` runs all ``max_iter`` iterations."""
     if model not in MODELS:
         raise ValueError(f"unknown HDDC model {model!r}; choose from {', '.join(MODELS)}")
     generator = generator or torch.Generator().manual_seed(0)
     resp = initial_responsibilities(x, k, init, generator)
     history: list[torch.Tensor] = []
     for _ in range(max_iter):
-        params = m_step(x, resp, model, threshold, dims)
+        params = m_step(x, resp, model, threshold, dims, d_select)
         log_resp, loglik = e_step(x, params)
         resp = log_resp.exp()
         history.append(loglik)
-        if len(history) > 1 and bool(((history[-1] - history[-2]).abs() < tol).all()):
-            break
+        if len(history) > 1:
+            change = (history[-1] - history[-2]).abs()
+            if bool(((change < tol) | (change / (0.1 + loglik.abs()) < tol)).all()):
+                break
     return FitResult(params, history[-1], history, len(history), log_resp)
 
 
@@ -303,46 +348,20 @@ class HDDC:
         init = self.init
         if not isinstance(init, str):
             init = torch.as_tensor(np.asarray(init))
-        dims = None
-        if self.d_select == "bic" and self.model != "full":
-            dims = self._dims_by_bic(xt, init, g)
         res = fit_mixtures(
             xt, self.n_components, self.model, threshold=self.threshold, init=init,
-            max_iter=self.max_iter, tol=self.tol, dims=dims, generator=g,
+            max_iter=self.max_iter, tol=self.tol, d_select=self.d_select, generator=g,
         )  # fmt: skip
-        counts = res.log_resp.exp().sum(1)[0]
+        # HDclassif's rule: a class needs min_points points with posterior above 1/K
+        counts = (res.log_resp[0].exp() > 1.0 / self.n_components).sum(0)
         if bool((counts < self.min_points).any()):
             small = int(counts.argmin())
             raise ValueError(
-                f"component {small} ended with {float(counts[small]):.1f} points (< min_points="
+                f"component {small} ended with {int(counts[small])} points (< min_points="
                 f"{self.min_points}); use fewer components or another initialisation"
             )
         self._set_fitted(res, n, p)
         return self
-
-    def _dims_by_bic(self, xt: torch.Tensor, init, g: torch.Generator) -> torch.Tensor:
-        """d_k maximising each class's own BIC on the initial partition (as HDclassif does
-        per iteration, approximated once up front)."""
-        state = g.get_state()
-        resp = initial_responsibilities(xt, self.n_components, init, g)
-        g.set_state(state)
-        p = xt.shape[-1]
-        best = None
-        best_score = None
-        for d in range(1, p):
-            dims = torch.full((1, self.n_components), d, dtype=torch.long, device=xt.device)
-            params = m_step(xt, resp, self.model, self.threshold, dims)
-            cost = costs(xt, params)  # (1, n, K)
-            ll_k = (-0.5 * cost * resp).sum(1)[0]  # per-class complete-data log-likelihood
-            m_k = p + d * (p - (d + 1) / 2) + d + 1
-            score = 2 * ll_k - m_k * math.log(xt.shape[1])
-            if best is None:
-                best, best_score = dims.clone(), score
-            else:
-                better = score > best_score
-                best[0, better] = d
-                best_score = torch.where(better, score, best_score)
-        return best
 
     def _set_fitted(self, res: FitResult, n: int, p: int) -> None:
         prm = res.params

@@ -1,0 +1,192 @@
+"""Dynamic Gaussian Anchoring (DyGA, arXiv 2410.23820): pull each latent unit toward the
+centre of the density mode it belongs to.
+
+Fit (``fit_anchors``), one mixture per unit on the units of (a subsample of) the training
+set, in normalised coordinates:
+
+1. normalise each unit's features to [0, 1] per dimension with the min / max over the fit
+   data; the same statistics are stored and used when aligning (the official code mixes
+   batch statistics at train time with dataset statistics at fit time -- we do not);
+2. fit ``n_init`` HDDC Gaussians (``em_iters`` EM iterations, k-means start);
+3. split: a Gaussian whose members (hard assignment) lie farther than ``split_threshold``
+   from its mean on average is replaced by a 2-component fit of its members; up to
+   ``max_splits`` rounds and ``max_components`` Gaussians. Components are rebuilt from the
+   kept partition each round, so no index shifts while deleting (a bug of the official code);
+4. filter: drop Gaussians with fewer than ``min_weight`` responsible points; refit.
+
+Align (``Anchors.align``): anchor = mean of the most responsible Gaussian (``hard``) or a
+Gumbel-softmax mix of the means (``gumbel``, temperature ``tau``);
+``c <- lam * anchor + (1 - lam) * c`` with ``lam = lam0 * exp(-mean |(c - anchor) / c|)``
+(one lam per unit and batch), or a fixed ``lam``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from factordiff.models.hddc import MixtureParams, costs, fit_mixtures
+
+
+@dataclass
+class UnitMixture:
+    """One unit's anchors: the fitted mixture in normalised coordinates."""
+
+    params: MixtureParams  # batch dimension 1
+    low: torch.Tensor  # (D,) feature minimum of the fit data
+    span: torch.Tensor  # (D,) max - min (floored)
+
+    @property
+    def n_components(self) -> int:
+        return int(self.params.weights.shape[-1])
+
+    @property
+    def means(self) -> torch.Tensor:
+        """Anchor positions in feature (not normalised) coordinates: (K, D)."""
+        return self.params.means[0] * self.span + self.low
+
+
+def _normalise(x: torch.Tensor, low: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
+    return (x - low) / span
+
+
+def _member_spread(x: torch.Tensor, labels: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    """Mean Euclidean distance of each component's hard members to its mean: (K,)."""
+    dist = (x - means[labels]).norm(dim=-1)
+    k = means.shape[0]
+    total = torch.zeros(k, dtype=x.dtype).index_add_(0, labels, dist)
+    count = torch.bincount(labels, minlength=k).to(x.dtype)
+    return total / count.clamp_min(1)
+
+
+def _fit(x: torch.Tensor, labels: torch.Tensor, k: int, iters: int, g: torch.Generator):
+    return fit_mixtures(x[None], k, init=labels[None], max_iter=iters, tol=0.0, generator=g)
+
+
+def fit_unit(
+    x: torch.Tensor,
+    *,
+    n_init: int = 8,
+    em_iters: int = 30,
+    split_threshold: float = 0.5,
+    max_splits: int = 3,
+    max_components: int = 32,
+    min_weight: float = 10.0,
+    generator: torch.Generator,
+) -> UnitMixture:
+    """Anchors of one unit from its features x (n, D)."""
+    x = x.double()
+    low = x.amin(0)
+    span = (x.amax(0) - low).clamp_min(1e-6)
+    xn = _normalise(x, low, span)
+    res = fit_mixtures(
+        xn[None], n_init, init="kmeans", max_iter=em_iters, tol=0.0, generator=generator
+    )
+    labels = res.log_resp[0].argmax(-1)
+    for _ in range(max_splits):
+        k = res.params.weights.shape[-1]
+        spread = _member_spread(xn, labels, res.params.means[0])
+        wide = [c for c in torch.argsort(spread, descending=True).tolist()
+                if spread[c] > split_threshold and int((labels == c).sum()) >= 4]  # fmt: skip
+        wide = wide[: max_components - k]
+        if not wide:
+            break
+        new_labels = labels.clone()
+        next_id = k
+        for c in wide:  # split c: its members get labels c and next_id from a 2-component fit
+            members = (labels == c).nonzero().squeeze(-1)
+            sub = fit_mixtures(xn[members][None], 2, init="kmeans", max_iter=em_iters, tol=0.0,
+                               generator=generator)  # fmt: skip
+            side = sub.log_resp[0].argmax(-1)
+            new_labels[members[side == 1]] = next_id
+            next_id += 1
+        res = _fit(xn, new_labels, next_id, em_iters, generator)
+        labels = res.log_resp[0].argmax(-1)
+    weight = res.log_resp[0].exp().sum(0)
+    keep = (weight >= min_weight).nonzero().squeeze(-1)
+    if len(keep) == 0:
+        keep = weight.argmax()[None]
+    if len(keep) < weight.shape[0]:  # filter, then refit from the kept components' partition
+        kept_resp = res.log_resp[0][:, keep]
+        relabel = kept_resp.argmax(-1)
+        res = _fit(xn, relabel, len(keep), em_iters, generator)
+    return UnitMixture(res.params, low, span)
+
+
+@dataclass
+class Anchors:
+    units: list[UnitMixture]
+    strength: float = 0.1  # lam0
+    mode: str = "hard"  # hard | gumbel
+    tau: float = 1.0
+    fixed_lam: float | None = None
+
+    def align(self, tokens: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Shift each unit's tokens (B, N, D) toward its anchor; gradients flow through c."""
+        out = []
+        for u, mix in enumerate(self.units):
+            c = tokens[:, u]
+            prm = _to(mix.params, c.device, torch.float64)
+            xn = _normalise(c.double(), mix.low.to(c.device), mix.span.to(c.device))
+            log_joint = -0.5 * costs(xn[None].detach(), prm)[0]  # (B, K)
+            means = mix.means.to(c.device, c.dtype)
+            if self.mode == "hard":
+                anchor = means[log_joint.argmax(-1)]
+            else:
+                gumbel = -torch.log(
+                    -torch.log(torch.rand(log_joint.shape, generator=generator).clamp(1e-20, 1))
+                )
+                weights = torch.softmax((log_joint + gumbel.to(log_joint.device)) / self.tau, -1)
+                anchor = weights.to(c.dtype) @ means
+            if self.fixed_lam is not None:
+                lam = torch.as_tensor(self.fixed_lam, dtype=c.dtype, device=c.device)
+            else:
+                rel = ((c - anchor) / (c + 1e-6)).abs().mean()
+                lam = self.strength * torch.exp(-rel)
+            out.append(lam * anchor + (1 - lam) * c)
+        return torch.stack(out, dim=1)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Flat tensors for safetensors (components differ per unit)."""
+        t: dict[str, torch.Tensor] = {}
+        for u, mix in enumerate(self.units):
+            p = mix.params
+            for name in ("weights", "means", "basis", "signal", "noise", "dims"):
+                t[f"unit{u}.{name}"] = getattr(p, name)
+            t[f"unit{u}.low"], t[f"unit{u}.span"] = mix.low, mix.span
+        return t
+
+    @classmethod
+    def from_state_tensors(cls, t: dict[str, torch.Tensor], **options) -> Anchors:
+        n_units = len({k.split(".")[0] for k in t})
+        units = []
+        for u in range(n_units):
+            fields = {
+                n: t[f"unit{u}.{n}"]
+                for n in ("weights", "means", "basis", "signal", "noise", "dims")
+            }
+            units.append(
+                UnitMixture(MixtureParams(**fields), t[f"unit{u}.low"], t[f"unit{u}.span"])
+            )
+        return cls(units, **options)
+
+
+def _to(p: MixtureParams, device, dtype) -> MixtureParams:
+    return MixtureParams(
+        p.weights.to(device, dtype), p.means.to(device, dtype), p.basis.to(device, dtype),
+        p.signal.to(device, dtype), p.noise.to(device, dtype), p.dims.to(device),
+    )  # fmt: skip
+
+
+def fit_anchors(
+    features: torch.Tensor, *, seed: int = 0, max_points: int = 100_000, **fit_options
+) -> list[UnitMixture]:
+    """One ``UnitMixture`` per unit of features (n, N, D); at most ``max_points`` (seeded)."""
+    g = torch.Generator().manual_seed(seed)
+    n = features.shape[0]
+    if n > max_points:
+        features = features[torch.randperm(n, generator=g)[:max_points]]
+    return [
+        fit_unit(features[:, u].cpu(), generator=g, **fit_options) for u in range(features.shape[1])
+    ]
