@@ -16,7 +16,23 @@ def test_all_presets_load() -> None:
     for name in preset_names():
         cfg = load_config(name)
         assert isinstance(cfg, Config)
-        assert cfg.data.name in (name, "quickstart")
+        assert cfg.data.name == name.removesuffix("_dyga")
+
+
+def test_dyga_presets_hold_the_paper_settings() -> None:
+    for name in ["shapes3d", "cars3d", "mpi3d_toy", "celeba"]:
+        cfg = load_config(f"{name}_dyga")
+        enc, unet = cfg.model.encoder, cfg.model.unet
+        assert (enc.kind, enc.n_units, enc.unit_dim) == ("dyga", 20, 32)
+        assert enc.fc_hidden == [4096, 256] and enc.mlp_hidden == [256, 512]
+        assert (unet.skip_dropout, unet.skip_dropout_resolutions, unet.dropout) == (
+            0.2,
+            [1, 2],
+            0.1,
+        )
+        assert cfg.anchoring.enabled and cfg.anchoring.strength == 0.1
+        assert (cfg.train.base_lr, cfg.train.scale_lr, cfg.train.seed) == (1e-4, False, 42)
+        assert cfg.train.batch_size == (64 if name == "celeba" else 512)
 
 
 def test_published_encdiff_defaults() -> None:

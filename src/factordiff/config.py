@@ -66,6 +66,9 @@ class UNetConfig:
     num_heads: int = 8
     dropout: float = 0.0
     skip_dropout: float = 0.0  # DyGA paper: 0.2
+    # downsampling factors whose skips are dropped; the official DyGA code drops the 16x16
+    # and 8x8 skips of its 16x16 latent (factors 1 and 2). Empty list: every skip.
+    skip_dropout_resolutions: list[int] = field(default_factory=lambda: [1, 2])
 
 
 @dataclass

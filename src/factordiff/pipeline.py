@@ -69,6 +69,7 @@ class FactorDiffusion(nn.Module):
         self.unet = UNet(
             self.first_stage.latent_channels, e.unit_dim, u.model_channels, u.channel_mult,
             u.num_res_blocks, u.attention_resolutions, u.num_heads, u.dropout, u.skip_dropout,
+            u.skip_dropout_resolutions or None,
         )  # fmt: skip
         side = self.image_size // self.first_stage.downsample
         self.latent_shape = (self.first_stage.latent_channels, side, side)
