@@ -55,7 +55,7 @@ def _member_spread(x: torch.Tensor, labels: torch.Tensor, means: torch.Tensor) -
     """Mean Euclidean distance of each component's hard members to its mean: (K,)."""
     dist = (x - means[labels]).norm(dim=-1)
     k = means.shape[0]
-    total = torch.zeros(k, dtype=x.dtype).index_add_(0, labels, dist)
+    total = torch.zeros(k, dtype=x.dtype, device=x.device).index_add_(0, labels, dist)
     count = torch.bincount(labels, minlength=k).to(x.dtype)
     return total / count.clamp_min(1)
 

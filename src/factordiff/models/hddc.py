@@ -119,7 +119,7 @@ def costs(x: torch.Tensor, params: MixtureParams) -> torch.Tensor:
     out = []
     for start in range(0, x.shape[1], CHUNK):
         y = x[:, None, start : start + CHUNK, :] - params.means[:, :, None, :]  # (U, K, c, p)
-        proj = torch.einsum("ukcp,ukpq->ukcq", y, params.basis) ** 2
+        proj = (y @ params.basis) ** 2
         inside = (proj * mask[:, :, None, :]).sum(-1)
         signal = (proj * mask[:, :, None, :] / params.signal[:, :, None, :]).sum(-1)
         residual = ((y**2).sum(-1) - inside).clamp_min(0.0)
@@ -144,7 +144,7 @@ def _weighted_covariances(
     for start in range(0, x.shape[1], CHUNK):
         xs, rs = x[:, start : start + CHUNK], resp[:, start : start + CHUNK]
         y = xs[:, None] - means[:, :, None]  # (U, K, c, p)
-        cov += torch.einsum("ukcp,ukcq,uck->ukpq", y, y, rs)
+        cov += (y * rs.transpose(1, 2)[..., None]).transpose(-1, -2) @ y  # one batched matmul
     return nk, means, cov / nk[..., None, None]
 
 
