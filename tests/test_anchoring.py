@@ -79,6 +79,7 @@ def test_training_with_anchors_saves_and_resumes_them(tmp_path: Path) -> None:
     train(tiny(*dyga, "train.max_steps=4"), tmp_path / "split", progress=False)
     fits = [r for r in log(tmp_path / "straight") if "anchor_fit_s" in r]
     assert [r["step"] for r in fits] == [2, 4] and all(len(r["anchors"]) == 4 for r in fits)
+    assert (tmp_path / "straight" / "samples" / "anchors_00000004.png").is_file()
     a, b = weights(tmp_path / "straight", "anchors"), weights(tmp_path / "split", "anchors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     wa, wb = weights(tmp_path / "straight"), weights(tmp_path / "split")

@@ -178,8 +178,11 @@ def refit_due(cfg: Config, step: int, per_epoch: int) -> bool:
     return step >= per_epoch and step % (per_epoch * a.every_epochs) == 0
 
 
-def refit_anchors(model: FactorDiffusion, dataset: FactorDataset, cfg: Config, step: int) -> list:
-    """Fit one mixture per unit on the (unaligned) units of up to ``max_points`` images."""
+def refit_anchors(
+    model: FactorDiffusion, dataset: FactorDataset, cfg: Config, step: int, plot: Path | None = None
+) -> list:
+    """Fit one mixture per unit on the (unaligned) units of up to ``max_points`` images;
+    ``plot``: also draw the units' features with their anchors there."""
     a = cfg.anchoring
     rs = np.random.RandomState(cfg.train.seed + step)
     idx = np.sort(rs.choice(len(dataset), min(len(dataset), a.max_points), replace=False))
@@ -190,11 +193,16 @@ def refit_anchors(model: FactorDiffusion, dataset: FactorDataset, cfg: Config, s
         )
     finally:
         model.anchors = current
-    return fit_anchors(
+    units = fit_anchors(
         feats, seed=cfg.train.seed + step, max_points=a.max_points, n_init=a.n_init,
         em_iters=a.em_iters, split_threshold=a.split_threshold, max_splits=a.max_splits,
         max_components=a.max_components, min_weight=a.min_weight,
     )  # fmt: skip
+    if plot is not None:
+        from factordiff.viz import save_anchor_plot
+
+        save_anchor_plot(feats, units, plot)
+    return units
 
 
 def optimizer_state_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
@@ -372,7 +380,10 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
         bar.update(1)
         if refit_due(cfg, step, data.per_epoch):
             start = time.perf_counter()
-            units = [refit_anchors(model, dataset, cfg, step) if acc.is_main_process else None]
+            plot = run_dir / "samples" / f"anchors_{step:08d}.png"
+            units = [
+                refit_anchors(model, dataset, cfg, step, plot) if acc.is_main_process else None
+            ]
             broadcast_object_list(units)  # every process aligns with rank 0's anchors
             model.set_anchors(units[0])
             seconds = time.perf_counter() - start

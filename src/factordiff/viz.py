@@ -177,3 +177,34 @@ def save_reconstruction_grid(
         grid, out, row_labels=["original", "generated"],
         title="reconstruction from the latent units (DDIM)",
     )  # fmt: skip
+
+
+def save_anchor_plot(features, units, out: str | Path, max_points: int = 2000) -> Path:
+    """Per latent unit: its features projected on their first two principal axes, with the
+    DyGA anchors (Gaussian means) on top. features (n, N, D); units: fitted ``UnitMixture``s."""
+    feats = np.asarray(features, dtype=np.float64)[:max_points]
+    n_units = feats.shape[1]
+    cols = min(n_units, 5)
+    rows = -(-n_units // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.4 * rows), squeeze=False)
+    for u, ax in enumerate(axes.ravel()):
+        if u >= n_units:
+            ax.axis("off")
+            continue
+        x = feats[:, u]
+        mean = x.mean(0)
+        _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+        axes_2d = vt[:2].T if vt.shape[0] > 1 else np.pad(vt.T, ((0, 0), (0, 1)))
+        pts = (x - mean) @ axes_2d
+        anchors = (units[u].means.cpu().numpy() - mean) @ axes_2d
+        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.3, color="tab:blue")
+        ax.scatter(anchors[:, 0], anchors[:, 1], marker="x", s=40, color="tab:red")
+        ax.set_title(f"unit {u}: {units[u].n_components} anchors", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
