@@ -23,7 +23,7 @@ import torch
 
 from factordiff.config import load_config
 from factordiff.pipeline import FactorDiffusion
-from factordiff.train import StepBatches, load_dataset, train
+from factordiff.train import StepBatches, load_dataset, refit_anchors, train
 
 
 def cpu_name() -> str:
@@ -62,6 +62,19 @@ def measure(preset: str, steps: int, extra: list[str]) -> dict:
     model = FactorDiffusion(load_config(preset, overrides))
     step_s = cfg.train.batch_size / rate
     data_s = data_seconds(cfg, model)
+    anchor = {}
+    if cfg.anchoring.enabled:  # one DyGA refit against the training time between refits
+        start = time.perf_counter()
+        refit_anchors(model, load_dataset(cfg), cfg, step=1)
+        fit_s = time.perf_counter() - start
+        dataset_len = len(load_dataset(cfg))
+        every = cfg.anchoring.every_steps or cfg.anchoring.every_epochs * (
+            dataset_len // cfg.train.batch_size
+        )
+        anchor = {
+            "anchor_fit_s": round(fit_s, 2),
+            "anchor_share": round(fit_s / (fit_s + every * step_s), 4),
+        }
     return {
         "preset": preset,
         "batch_size": cfg.train.batch_size,
@@ -70,12 +83,13 @@ def measure(preset: str, steps: int, extra: list[str]) -> dict:
         "images_per_s": round(rate, 1),
         "step_s": round(step_s, 3),
         "data_share": round(data_s / step_s, 4),
+        **anchor,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", default="quickstart,shapes3d")
+    parser.add_argument("--presets", default="quickstart,quickstart_dyga,shapes3d")
     parser.add_argument("--steps", type=int, default=6, help="timed steps after 2 warm-up steps")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument(
@@ -99,9 +113,10 @@ def main() -> None:
         "step_s",
         "data_share",
     ]
+    header += ["anchor_fit_s", "anchor_share"]
     print(" | ".join(header))
     for row in rows:
-        print(" | ".join(str(row[h]) for h in header))
+        print(" | ".join(str(row.get(h, "-")) for h in header))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
     print(f"wrote {args.out}")
