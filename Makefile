@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_CPU := torch==2.13.0
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench quickstart-model clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,17 @@ format: install
 
 bench: install
 	$(BIN)/python benchmarks/data_throughput.py
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/hddc.py
+
+# Reproduce the shipped quick-start model (about an hour on one core of a 2-core CPU).
+QS_RUN ?= runs/quickstart-model
+QS_OUT := src/factordiff/pretrained/quickstart
+quickstart-model: install
+	OMP_NUM_THREADS=1 $(BIN)/factordiff train quickstart --out $(QS_RUN)
+	$(BIN)/python -c "import torch, factordiff as fd; fd.FactorDiffusion.from_pretrained('$(QS_RUN)').save_pretrained('$(QS_OUT)', dtype=torch.float16)"
+	cp $(QS_RUN)/metrics.jsonl $(QS_OUT)/train_log.jsonl
+	$(BIN)/factordiff eval $(QS_OUT) --out $(QS_OUT)/eval.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
