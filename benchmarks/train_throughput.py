@@ -56,7 +56,8 @@ def measure(preset: str, steps: int, extra: list[str]) -> dict:
     cfg = load_config(preset, overrides)
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, Path(tmp) / "run", progress=False)
-        log = [json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+        lines = (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()
+        log = [json.loads(x) for x in lines]
     rates = [r["images_per_s"] for r in log if "images_per_s" in r][1:]  # drop warm-up
     rate = statistics.median(rates)
     model = FactorDiffusion(load_config(preset, overrides))
