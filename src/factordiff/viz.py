@@ -91,10 +91,14 @@ def save_grid(
                 ax.set_title(col_labels[c], fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11)
+    return _save_figure(fig, out, dpi=100)
+
+
+def _save_figure(fig, out: str | Path, dpi: int) -> Path:
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out
 
@@ -202,9 +206,4 @@ def save_anchor_plot(features, units, out: str | Path, max_points: int = 2000) -
         ax.set_title(f"unit {u}: {units[u].n_components} anchors", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return out
+    return _save_figure(fig, out, dpi=90)
