@@ -48,6 +48,21 @@ def test_fit_is_deterministic_per_seed() -> None:
     assert all(torch.equal(u.means, v.means) for u, v in zip(a, b, strict=True))
 
 
+def test_warm_start_begins_from_the_previous_anchors() -> None:
+    centres = torch.tensor([[0.0, 0], [0, 10], [10, 0]])
+    x = clusters(centres, 1500, 0.3, 5)[:, None]
+    first = fit_anchors(x, seed=0, n_init=5, max_splits=0)
+    shifted = x + 0.5  # the features moved a little since the last refit
+    warm = fit_anchors(shifted, seed=1, previous=first, max_splits=0)
+    cold = fit_anchors(shifted, seed=1, max_splits=0)
+    assert cold[0].n_components == 8  # a fresh start uses n_init Gaussians
+    assert warm[0].n_components <= first[0].n_components  # a warm one the previous anchors
+    weights = warm[0].params.weights[0]
+    moved = first[0].means + 0.5
+    for mean in warm[0].means[weights > 0.05]:  # every real anchor sits on a moved old one
+        assert (moved - mean).norm(dim=-1).min() < 0.5
+
+
 def test_alignment_moves_units_toward_their_anchor_by_lam() -> None:
     centres = torch.tensor([[0.0, 0.0], [10.0, 10.0]])
     x = clusters(centres, 1000, 0.5, 3)
@@ -73,7 +88,8 @@ def test_refit_schedule() -> None:
 
 def test_training_with_anchors_saves_and_resumes_them(tmp_path: Path) -> None:
     dyga = ["anchoring.enabled=true", "anchoring.every_steps=2", "anchoring.n_init=3",
-            "anchoring.em_iters=5", "train.checkpoint_every=2"]  # fmt: skip
+            "anchoring.em_iters=5", "train.checkpoint_every=2",
+            "anchoring.warm_start=true"]  # fmt: skip
     train(tiny(*dyga, "train.max_steps=4"), tmp_path / "straight", progress=False)
     train(tiny(*dyga, "train.max_steps=2"), tmp_path / "split", progress=False)
     train(tiny(*dyga, "train.max_steps=4"), tmp_path / "split", progress=False)

@@ -108,6 +108,7 @@ class AnchoringConfig:
     max_points: int = 100000
     every_epochs: int = 1  # refit schedule: none in the first epoch, then every N epochs
     every_steps: int = 0  # > 0: refit every N steps instead (from that step on)
+    warm_start: bool = False  # refit from the previous anchors' partition, not from k-means
 
 
 @dataclass

@@ -74,15 +74,21 @@ def fit_unit(
     max_components: int = 32,
     min_weight: float = 10.0,
     generator: torch.Generator,
+    previous: UnitMixture | None = None,
 ) -> UnitMixture:
-    """Anchors of one unit from its features x (n, D)."""
+    """Anchors of one unit from its features x (n, D). ``previous`` (warm start): begin from
+    the partition the previous anchors give the new features instead of k-means."""
     x = x.double()
     low = x.amin(0)
     span = (x.amax(0) - low).clamp_min(1e-6)
     xn = _normalise(x, low, span)
-    res = fit_mixtures(
-        xn[None], n_init, init="kmeans", max_iter=em_iters, tol=0.0, generator=generator
-    )
+    if previous is None:
+        start, k0 = "kmeans", n_init
+    else:
+        prev = _to(previous.params, x.device, x.dtype)
+        seen = _normalise(x, previous.low.to(x.device), previous.span.to(x.device))
+        start, k0 = costs(seen[None], prev)[0].argmin(-1)[None], previous.n_components
+    res = fit_mixtures(xn[None], k0, init=start, max_iter=em_iters, tol=0.0, generator=generator)
     labels = res.log_resp[0].argmax(-1)
     for _ in range(max_splits):
         k = res.params.weights.shape[-1]
@@ -180,13 +186,23 @@ def _to(p: MixtureParams, device, dtype) -> MixtureParams:
 
 
 def fit_anchors(
-    features: torch.Tensor, *, seed: int = 0, max_points: int = 100_000, **fit_options
+    features: torch.Tensor,
+    *,
+    seed: int = 0,
+    max_points: int = 100_000,
+    previous: list[UnitMixture] | None = None,
+    **fit_options,
 ) -> list[UnitMixture]:
-    """One ``UnitMixture`` per unit of features (n, N, D); at most ``max_points`` (seeded)."""
+    """One ``UnitMixture`` per unit of features (n, N, D); at most ``max_points`` (seeded);
+    ``previous``: warm-start each unit from its previous anchors."""
     g = torch.Generator().manual_seed(seed)
     n = features.shape[0]
     if n > max_points:
         features = features[torch.randperm(n, generator=g)[:max_points]]
+    # on the features' device: a GPU run fits its anchors on the GPU
     return [
-        fit_unit(features[:, u].cpu(), generator=g, **fit_options) for u in range(features.shape[1])
+        fit_unit(
+            features[:, u], generator=g, previous=previous[u] if previous else None, **fit_options
+        )
+        for u in range(features.shape[1])
     ]
