@@ -194,7 +194,7 @@ def refit_anchors(
     finally:
         model.anchors = current
     units = fit_anchors(
-        feats, seed=cfg.train.seed + step, max_points=a.max_points, n_init=a.n_init,
+        feats, seed=cfg.train.seed + step, n_init=a.n_init,  # feats are subsampled already
         em_iters=a.em_iters, split_threshold=a.split_threshold, max_splits=a.max_splits,
         max_components=a.max_components, min_weight=a.min_weight,
         previous=current.units if (a.warm_start and current is not None) else None,

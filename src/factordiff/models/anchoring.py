@@ -22,11 +22,13 @@ Gumbel-softmax mix of the means (``gumbel``, temperature ``tau``);
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import torch
 
 from factordiff.models.hddc import MixtureParams, costs, fit_mixtures
+
+PARAM_FIELDS = tuple(f.name for f in fields(MixtureParams))
 
 
 @dataclass
@@ -36,6 +38,7 @@ class UnitMixture:
     params: MixtureParams  # batch dimension 1
     low: torch.Tensor  # (D,) feature minimum of the fit data
     span: torch.Tensor  # (D,) max - min (floored)
+    _placed: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def n_components(self) -> int:
@@ -45,6 +48,33 @@ class UnitMixture:
     def means(self) -> torch.Tensor:
         """Anchor positions in feature (not normalised) coordinates: (K, D)."""
         return self.params.means[0] * self.span + self.low
+
+    def _on(
+        self, device: torch.device
+    ) -> tuple[MixtureParams, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """float64 parameters, low, span and anchor positions on ``device``, copied once:
+        alignment runs at every training step."""
+        key = str(device)
+        if key not in self._placed:
+            p = self.params
+            params = MixtureParams(
+                *(
+                    t.to(device, torch.float64)
+                    for t in (p.weights, p.means, p.basis, p.signal, p.noise)
+                ),
+                p.dims.to(device),
+            )
+            low, span = self.low.to(device, torch.float64), self.span.to(device, torch.float64)
+            self._placed[key] = (params, low, span, params.means[0] * span + low)
+        return self._placed[key]
+
+    def log_joint(self, x: torch.Tensor) -> torch.Tensor:
+        """log(pi_k N_k(x)) of features x (n, D) under this mixture: (n, K)."""
+        params, low, span, _ = self._on(x.device)
+        return -0.5 * costs(_normalise(x.double(), low, span)[None], params)[0]
+
+    def anchor_positions(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        return self._on(device)[3].to(dtype)
 
 
 def _normalise(x: torch.Tensor, low: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
@@ -85,9 +115,7 @@ def fit_unit(
     if previous is None:
         start, k0 = "kmeans", n_init
     else:
-        prev = _to(previous.params, x.device, x.dtype)
-        seen = _normalise(x, previous.low.to(x.device), previous.span.to(x.device))
-        start, k0 = costs(seen[None], prev)[0].argmin(-1)[None], previous.n_components
+        start, k0 = previous.log_joint(x).argmax(-1)[None], previous.n_components
     res = fit_mixtures(xn[None], k0, init=start, max_iter=em_iters, tol=0.0, generator=generator)
     labels = res.log_resp[0].argmax(-1)
     for _ in range(max_splits):
@@ -133,10 +161,8 @@ class Anchors:
         out = []
         for u, mix in enumerate(self.units):
             c = tokens[:, u]
-            prm = _to(mix.params, c.device, torch.float64)
-            xn = _normalise(c.double(), mix.low.to(c.device), mix.span.to(c.device))
-            log_joint = -0.5 * costs(xn[None].detach(), prm)[0]  # (B, K)
-            means = mix.means.to(c.device, c.dtype)
+            log_joint = mix.log_joint(c.detach())  # (B, K)
+            means = mix.anchor_positions(c.device, c.dtype)
             if self.mode == "hard":
                 anchor = means[log_joint.argmax(-1)]
             else:
@@ -158,7 +184,7 @@ class Anchors:
         t: dict[str, torch.Tensor] = {}
         for u, mix in enumerate(self.units):
             p = mix.params
-            for name in ("weights", "means", "basis", "signal", "noise", "dims"):
+            for name in PARAM_FIELDS:
                 t[f"unit{u}.{name}"] = getattr(p, name)
             t[f"unit{u}.low"], t[f"unit{u}.span"] = mix.low, mix.span
         return t
@@ -168,21 +194,11 @@ class Anchors:
         n_units = len({k.split(".")[0] for k in t})
         units = []
         for u in range(n_units):
-            fields = {
-                n: t[f"unit{u}.{n}"]
-                for n in ("weights", "means", "basis", "signal", "noise", "dims")
-            }
+            params = {n: t[f"unit{u}.{n}"] for n in PARAM_FIELDS}
             units.append(
-                UnitMixture(MixtureParams(**fields), t[f"unit{u}.low"], t[f"unit{u}.span"])
+                UnitMixture(MixtureParams(**params), t[f"unit{u}.low"], t[f"unit{u}.span"])
             )
         return cls(units, **options)
-
-
-def _to(p: MixtureParams, device, dtype) -> MixtureParams:
-    return MixtureParams(
-        p.weights.to(device, dtype), p.means.to(device, dtype), p.basis.to(device, dtype),
-        p.signal.to(device, dtype), p.noise.to(device, dtype), p.dims.to(device),
-    )  # fmt: skip
 
 
 def fit_anchors(
