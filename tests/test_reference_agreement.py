@@ -3,8 +3,8 @@
 The reference numbers are in ``fixtures/reference_metrics.json`` (see fixtures/README.md
 for how they were made); the inputs are rebuilt by ``metric_cases``. MIG, SAP and
 Modularity must agree to 1e-6 (they are deterministic), the sampling metrics must draw
-the very same votes, and DCI with the sklearn backend must agree within the reference's
-own run-to-run noise (0.005).
+the very same votes, and DCI with the seeded sklearn backend must agree within the
+reference's own run-to-run noise (0.01; the reference leaves sklearn's boosting unseeded).
 """
 
 from __future__ import annotations
@@ -67,10 +67,12 @@ def test_modularity_arrays(key: str) -> None:
 @pytest.mark.parametrize("key", _cases(list(ARRAYS["dci"])))
 def test_dci_sklearn_matches_reference(key: str) -> None:
     runs = ARRAYS["dci"][key]["runs"]
-    got = dci(*case(key), backend="sklearn")
+    # Seeded so that the test is deterministic: the reference leaves sklearn unseeded, and
+    # single unseeded runs of the entangled case spread over 0.312..0.323 (informativeness).
+    got = dci(*case(key), backend="sklearn", seed=0)
     for name in ("disentanglement", "completeness", "informativeness_test"):
         reference = [r[name] for r in runs]
-        assert min(reference) - 0.005 <= got[name] <= max(reference) + 0.005, name
+        assert min(reference) - 0.01 <= got[name] <= max(reference) + 0.01, name
 
 
 @pytest.mark.parametrize("key", _cases(list(ARRAYS["dci"])))
