@@ -8,6 +8,7 @@ and writes JSON + a markdown table.
 
     python benchmarks/ablation.py [--steps 600] [--seeds 0,1] [--variants encdiff,sd,dyga,dyga_sd]
     python benchmarks/ablation.py --variants sd0.05,sd0.1,sd0.2,sd0.3,sd0.5   # SD sweep
+    python benchmarks/ablation.py --variants fsq8,fsq8_sd   # FSQ instead of DyGA
 """
 
 from __future__ import annotations
@@ -38,9 +39,30 @@ SCORES = ["factorvae/eval_accuracy", "dci/disentanglement", "dci/completeness", 
 
 
 def variant_overrides(name: str) -> list[str]:
-    sd = 0.2 if name in ("sd", "dyga_sd") else float(name[2:]) if name.startswith("sd") else 0.0
-    dyga = name.startswith("dyga")
-    return [f"model.unet.skip_dropout={sd}", f"anchoring.enabled={str(dyga).lower()}"]
+    """``encdiff`` or parts joined by ``_``: ``dyga``, ``sd`` / ``sd0.3`` (Skip Dropout rate,
+    0.2 by default), ``fsq`` / ``fsq5`` (FSQ levels per unit, 8 by default)."""
+    sd, dyga, fsq = 0.0, False, 0
+    for part in name.split("_"):
+        if part == "dyga":
+            dyga = True
+        elif part.startswith("sd"):
+            sd = float(part[2:] or 0.2)
+        elif part.startswith("fsq"):
+            fsq = int(part[3:] or 8)
+        elif part != "encdiff":
+            raise SystemExit(f"unknown ablation variant part {part!r} in {name!r}")
+    return [f"model.unet.skip_dropout={sd}", f"anchoring.enabled={str(dyga).lower()}",
+            f"model.encoder.fsq_levels={fsq}"]  # fmt: skip
+
+
+def unit_factors(mutual_info: list, factor_sizes: tuple, anchors: list) -> list[dict]:
+    """Per unit: the factor it informs most (mutual information / factor entropy, uniform
+    factors) beside the number of anchors DyGA kept, to compare with the factor's values."""
+    mi = torch.tensor(mutual_info) / torch.log(torch.tensor(factor_sizes, dtype=torch.float64))
+    best = mi.argmax(dim=1)
+    return [{"anchors": anchors[i] if anchors else None, "factor": int(k),
+             "factor_values": factor_sizes[k], "normalised_mi": round(float(mi[i, k]), 3)}
+            for i, k in enumerate(best.tolist())]  # fmt: skip
 
 
 def run(name: str, seed: int, steps: int, scale: float, out: Path) -> dict:
@@ -53,12 +75,14 @@ def run(name: str, seed: int, steps: int, scale: float, out: Path) -> dict:
     train(cfg, run_dir, progress=False)
     seconds = time.perf_counter() - start
     model = FactorDiffusion.from_pretrained(run_dir)
+    dataset = load_dataset(cfg)
     res = metrics.evaluate(
-        model.represent, load_dataset(cfg), cfg.eval.metrics, 0, scale=scale, progress=False
+        model.represent, dataset, cfg.eval.metrics, 0, scale=scale, progress=False
     )
     anchors = [u.n_components for u in model.anchors.units] if model.anchors else []
+    units = unit_factors(res["mig"]["mutual_info"], dataset.factor_sizes, anchors)
     return {"variant": name, "seed": seed, "train_s": round(seconds, 1), "anchors": anchors,
-            **metrics.headline(res)}  # fmt: skip
+            "units": units, **metrics.headline(res)}  # fmt: skip
 
 
 def main() -> None:

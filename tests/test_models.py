@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from factordiff.config import load_config, preset_names
+from factordiff.config import ConfigError, load_config, preset_names
 from factordiff.models.autoencoder import FirstStage
-from factordiff.models.encoder import PerUnitMLP, UnitEncoder
+from factordiff.models.encoder import PerUnitMLP, UnitEncoder, fsq
 from factordiff.models.unet import SkipDropout, UNet
 from factordiff.pipeline import FactorDiffusion
 
@@ -73,6 +73,30 @@ def test_dyga_encoder_ends_with_relu_and_vector_units() -> None:
                       mlp_hidden=[256, 512], fc_hidden=[64, 32]).eval()  # fmt: skip
     _, tokens = enc(torch.rand(2, 3, 64, 64))
     assert tokens.shape == (2, 20, 32) and tokens.min() >= 0
+
+
+@pytest.mark.parametrize("levels", [2, 5, 8])
+def test_fsq_gives_exactly_levels_symmetric_values_and_passes_gradients(levels: int) -> None:
+    z = torch.linspace(-6, 6, 2001, requires_grad=True)
+    q = fsq(z, levels)
+    values = torch.unique(q.detach())
+    assert len(values) == levels
+    assert torch.allclose(values, -values.flip(0)) and values.abs().max() <= 1.0
+    assert torch.all(q[1:] >= q[:-1])  # monotone
+    q.sum().backward()
+    assert torch.all(z.grad > 0)  # straight-through: tanh's gradient, never zero
+
+
+def test_fsq_encoder_feeds_quantised_scalars_to_the_units() -> None:
+    enc = UnitEncoder("encdiff", image_size=32, n_units=4, unit_dim=8, channels=16, fsq_levels=5)
+    scalars, tokens = enc.eval()(torch.rand(6, 3, 32, 32))
+    assert torch.allclose(scalars * 2, torch.round(scalars * 2))  # 5 levels: -1, -.5, .., 1
+    assert torch.allclose(tokens, enc.to_tokens(scalars))
+
+
+def test_fsq_levels_config_is_checked() -> None:
+    with pytest.raises(ConfigError, match="model.encoder.fsq_levels must be 0"):
+        load_config("quickstart", ["model.encoder.fsq_levels=1"])
 
 
 def test_encoder_rejects_sizes_it_cannot_downsample() -> None:

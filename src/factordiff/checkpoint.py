@@ -20,6 +20,8 @@ from safetensors.torch import load_file, save_file
 from factordiff.errors import FactordiffError
 
 PREFIX = "step_"
+TMP_PREFIX = ".tmp-"
+OLD_PREFIX = ".old-"
 
 
 class CheckpointError(FactordiffError):
@@ -62,24 +64,55 @@ def save_checkpoint(
     """Write ``tensors[name]`` to ``name.safetensors`` and ``state`` to ``state.json``
     atomically; then delete all but the newest ``keep`` checkpoints."""
     root = checkpoint_dir(run_dir)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:08d}"
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    for name, group in tensors.items():
-        save_file(_contiguous(group), tmp / f"{name}.safetensors")
-    (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    for f in tmp.iterdir():  # data on disk before the rename makes it visible
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    if final.exists():  # re-saving a step (e.g. the final one): replace it whole
-        shutil.rmtree(final)
-    tmp.rename(final)
+    tmp = root / f"{TMP_PREFIX}{final.name}-{os.getpid()}"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        for name, group in tensors.items():
+            save_file(_contiguous(group), tmp / f"{name}.safetensors")
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        for f in tmp.iterdir():  # data on disk before the rename makes it visible
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    except OSError as exc:  # disk full, quota, read-only: the earlier checkpoints stay
+        shutil.rmtree(tmp, ignore_errors=True)
+        newest = latest_checkpoint(run_dir)
+        raise CheckpointError(
+            f"could not write checkpoint {final}: {exc.strerror or exc}. The run's earlier "
+            f"checkpoints are intact (newest: {newest.name if newest else 'none'}); free "
+            "space and rerun the same command to resume."
+        ) from None
+    if final.exists():  # re-saving a step (e.g. the final one): swap it out, then drop it
+        old = root / f"{OLD_PREFIX}{final.name}"
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def remove_partial_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Delete checkpoint directories a killed process left half-written (call it only
+    while holding the run's lock: then no writer is alive). Returns what was removed."""
+    root = checkpoint_dir(run_dir)
+    if not root.is_dir():
+        return []
+    for old in root.glob(f"{OLD_PREFIX}*"):  # killed while swapping a re-saved step
+        final = root / old.name[len(OLD_PREFIX) :]
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.rename(final)
+    partial = sorted(root.glob(f"{TMP_PREFIX}*"))
+    for path in partial:
+        shutil.rmtree(path, ignore_errors=True)
+    return partial
 
 
 def load_tensors(path: Path, name: str) -> dict[str, torch.Tensor]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from factordiff import __version__
@@ -248,8 +249,8 @@ def main() -> None:
     try:
         app()
     except FactordiffError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(1)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        sys.exit(getattr(exc, "exit_code", 1))  # 128 + signal after a pre-emption
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ class EncoderConfig:
     channels: int = 128
     mlp_hidden: list[int] = field(default_factory=lambda: [64, 128])
     fc_hidden: list[int] = field(default_factory=list)  # DyGA paper: [4096, 256]
+    fsq_levels: int = 0  # > 0: FSQ-quantise each unit's scalar to this many values (ablation)
 
 
 @dataclass
@@ -122,6 +123,7 @@ class TrainConfig:
     ema_decay: float = 0.9999
     mixed_precision: str = "no"  # no | fp16 | bf16
     grad_clip: float = 0.0  # 0: off
+    max_bad_steps: int = 25  # stop after this many non-finite steps in a row (each is skipped)
     seed: int = 42
     log_every: int = 100
     checkpoint_every: int = 5000
@@ -333,6 +335,7 @@ def validate(cfg: Config) -> None:
         "train.log_every",
         "train.checkpoint_every",
         "train.keep_checkpoints",
+        "train.max_bad_steps",
     ]
     for key in positive:
         if _get(cfg, key) <= 0:
@@ -340,6 +343,10 @@ def validate(cfg: Config) -> None:
     for key in ["train.base_lr", "model.first_stage.lr"]:
         if _get(cfg, key) <= 0:
             raise ConfigError(f"{key} must be > 0; got {_get(cfg, key)}")
+    if cfg.model.encoder.fsq_levels < 0 or cfg.model.encoder.fsq_levels == 1:
+        raise ConfigError(
+            f"model.encoder.fsq_levels must be 0 (off) or >= 2; got {cfg.model.encoder.fsq_levels}"
+        )
     for key in ["model.unet.skip_dropout", "model.unet.dropout"]:
         if not 0.0 <= _get(cfg, key) < 1.0:
             raise ConfigError(f"{key} must be in [0, 1); got {_get(cfg, key)}")

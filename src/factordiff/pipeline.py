@@ -64,8 +64,9 @@ class FactorDiffusion(nn.Module):
         self.first_stage.requires_grad_(False)
         e = m.encoder
         self.encoder = UnitEncoder(
-            e.kind, self.image_size, 3, e.n_units, e.unit_dim, e.channels, e.mlp_hidden, e.fc_hidden
-        )
+            e.kind, self.image_size, 3, e.n_units, e.unit_dim, e.channels, e.mlp_hidden,
+            e.fc_hidden, e.fsq_levels,
+        )  # fmt: skip
         u = m.unet
         self.unet = UNet(
             self.first_stage.latent_channels, e.unit_dim, u.model_channels, u.channel_mult,

@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from factordiff.checkpoint import (
     load_into,
     load_state,
     load_tensors,
+    remove_partial_checkpoints,
     save_checkpoint,
 )
 from factordiff.config import Config, load_config, save_config
@@ -45,11 +47,19 @@ from factordiff.diffusion import sample_timesteps
 from factordiff.errors import ConfigError
 from factordiff.models.anchoring import fit_anchors
 from factordiff.pipeline import FactorDiffusion, resolve_image_size
+from factordiff.run_guard import (
+    RunDirError,
+    RunLock,
+    StopRequest,
+    TrainingStoppedError,
+    check_run_dir,
+)
 
 #: Keys that may change when a run is resumed (how long, how often, how it is logged).
 RESUMABLE_CHANGES = (
     "train.max_steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.eval_every", "train.eval_scale", "data.num_workers", "data.root", "data.cache_dir",
+    "train.eval_every", "train.eval_scale", "train.max_bad_steps", "data.num_workers",
+    "data.root", "data.cache_dir",
 )  # fmt: skip
 
 
@@ -237,6 +247,7 @@ def train_first_stage(
     cfg: Config,
     logger: RunLogger,
     progress: bool,
+    stop: StopRequest,
 ) -> bool:
     """Phase 1: the autoencoder by its reconstruction loss; False when there is none to train.
 
@@ -259,6 +270,12 @@ def train_first_stage(
         opt.step()
         if (step + 1) % cfg.train.log_every == 0 or step + 1 == steps:
             logger.log(0, {"first_stage_step": step + 1, **parts})
+        if stop.requested:  # the phase is short and has no checkpoint: it starts over
+            raise TrainingStoppedError(
+                f"stopped by {signal.Signals(stop.signum).name} in the first-stage phase "
+                f"(step {step + 1} of {steps}); it is redone when the run is started again.",
+                exit_code=128 + stop.signum,
+            )
     fs.requires_grad_(False).eval()
     fs.calibrate_scale(model.prepare_images(dataset.images_at(data.rows(0, 0, 1))))
     return True
@@ -274,8 +291,7 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
     # process (library use, tests) may ask for another precision. The process group stays.
     AcceleratorState._reset_state()
     acc = Accelerator(mixed_precision=t.mixed_precision, cpu=multi_cpu)
-    world, rank = acc.num_processes, acc.process_index
-    n_chunks = world * t.grad_accum
+    n_chunks = acc.num_processes * t.grad_accum
     if t.batch_size % n_chunks:
         raise ConfigError(
             f"train.batch_size {t.batch_size} must divide by processes x grad_accum = {n_chunks}"
@@ -283,13 +299,50 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
     cfg = prepare_run_dir(cfg, run_dir)
     dataset = load_dataset(cfg)
     cfg.data.image_size = resolve_image_size(cfg)
-    if acc.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-    data = StepBatches(len(dataset), t.batch_size, t.seed)
-
     torch.manual_seed(t.seed)  # same initial weights on every process
     model = FactorDiffusion(cfg).to(acc.device)
+    with ExitStack() as guards:
+        stop = guards.enter_context(StopRequest())
+        failure = None
+        if acc.is_main_process:  # one writer: rank 0 owns the run directory
+            try:
+                check_run_dir(run_dir, checkpoint_bytes(model), t.keep_checkpoints)
+                guards.enter_context(RunLock(run_dir))
+                for partial in remove_partial_checkpoints(run_dir):
+                    print(
+                        f"removed {partial.name}, a checkpoint a killed process left half-written"
+                    )
+                save_config(cfg, run_dir / "config.yaml")
+            except (RunDirError, OSError) as exc:
+                failure = str(exc)
+        failures = [failure]
+        broadcast_object_list(failures)  # every process stops, none waits forever
+        if failures[0] is not None:
+            raise RunDirError(failures[0])
+        return _train_guarded(cfg, run_dir, acc, model, dataset, stop, progress)
+
+
+def checkpoint_bytes(model: FactorDiffusion) -> int:
+    """Bytes of one checkpoint: the model, the EMA U-Net and AdamW's two moments."""
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    ema = sum(p.numel() * p.element_size() for p in model.unet.parameters())
+    trained = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return size + ema + 2 * trained
+
+
+def _train_guarded(
+    cfg: Config,
+    run_dir: Path,
+    acc: Accelerator,
+    model: FactorDiffusion,
+    dataset: FactorDataset,
+    stop: StopRequest,
+    progress: bool,
+) -> Path:
+    """The training proper, with the run directory locked and signals caught."""
+    t = cfg.train
+    world, rank = acc.num_processes, acc.process_index
+    data = StepBatches(len(dataset), t.batch_size, t.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     lr = t.base_lr * (t.batch_size if t.scale_lr else 1)
     optimizer = torch.optim.AdamW(params, lr=lr)
@@ -298,7 +351,7 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
     ema = EMAModel(model.unet.parameters(), decay=t.ema_decay)
 
     raw_optimizer = optimizer  # accelerate wraps it below; its state_dict lives here
-    step = 0
+    step = bad_steps = bad_streak = 0
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:  # resume: weights, EMA, optimizer, schedule; data follows from step
         state = load_state(ckpt)
@@ -311,6 +364,7 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
         model.load_anchors(ckpt)
         scheduler.load_state_dict(state["lr_scheduler"])
         step = state["step"]
+        bad_steps = state.get("bad_steps", 0)
         if acc.is_main_process:
             print(f"resuming {run_dir} from {ckpt.name} (step {step})")
     logger = RunLogger(run_dir, step, enabled=acc.is_main_process)
@@ -330,13 +384,14 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
                 {"step": step, "images_seen": step * t.batch_size, **data.position(step),
                  "seed": t.seed, "rng": "per (seed, step, chunk); see factordiff.train",
                  "ema_step": ema.optimization_step, "optimizer": opt_meta,
-                 "lr_scheduler": scheduler.state_dict(), "processes": world},
+                 "lr_scheduler": scheduler.state_dict(), "processes": world,
+                 "bad_steps": bad_steps},
                 keep=t.keep_checkpoints,
             )  # fmt: skip
         acc.wait_for_everyone()
 
     if ckpt is None and train_first_stage(
-        model, data, dataset, cfg, logger, progress and acc.is_main_process
+        model, data, dataset, cfg, logger, progress and acc.is_main_process, stop
     ):
         checkpoint()  # step 0: the trained first stage is never trained twice
 
@@ -356,6 +411,7 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
     batches = iter(batch_stream(dataset, data, cfg, step, rank, world))
     while step < t.max_steps:
         ddp_model.train()
+        step_loss = torch.zeros((), device=acc.device)
         for micro in range(t.grad_accum):
             chunk = micro * world + rank
             seed = chunk_seed(t.seed, step, chunk)
@@ -368,17 +424,37 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
             with nullcontext() if sync else acc.no_sync(ddp_model):
                 loss = ddp_model(x, noise, ts) / t.grad_accum
                 acc.backward(loss)
-            loss_sum += loss.detach()
-        loss_count += 1
-        if t.grad_clip > 0:
-            acc.clip_grad_norm_(params, t.grad_clip)
-        optimizer.step()
-        scheduler.step()
+            step_loss += loss.detach()
+        # The gradients are all-reduced, so every process reaches the same verdict; a
+        # non-finite loss anywhere makes them non-finite too.
+        grad_norm = acc.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else math.inf)
+        if torch.isfinite(grad_norm):
+            optimizer.step()
+            scheduler.step()
+            ema.step(model.unet.parameters())
+            loss_sum += step_loss
+            loss_count += 1
+            bad_streak = 0
+        else:  # skip the update; the data moves on, so the run stays deterministic
+            if t.mixed_precision == "fp16":
+                optimizer.step()  # the loss scaler skips it and lowers its scale
+            bad_steps += 1
+            bad_streak += 1
+            logger.log(step + 1, {"skipped_nonfinite_step": bad_steps})
         optimizer.zero_grad(set_to_none=True)
-        ema.step(model.unet.parameters())
         step += 1
         images += t.batch_size
         bar.update(1)
+        if bad_streak >= t.max_bad_steps:
+            bar.close()
+            logger.close()
+            newest = latest_checkpoint(run_dir)
+            raise TrainingStoppedError(
+                f"{bad_streak} steps in a row had a non-finite loss or gradient (up to step "
+                f"{step}); stopped. The last good checkpoint is "
+                f"{newest if newest else 'none (no checkpoint was written yet)'}. Lower "
+                "train.base_lr, set train.grad_clip, or train in fp32, then rerun to resume."
+            )
         if refit_due(cfg, step, data.per_epoch):
             start = time.perf_counter()
             plot = run_dir / "samples" / f"anchors_{step:08d}.png"
@@ -393,7 +469,7 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
             )
             tick += seconds  # a refit is not training throughput
 
-        if step % t.log_every == 0 or step == t.max_steps:
+        if (step % t.log_every == 0 or step == t.max_steps) and loss_count:
             mean_loss = acc.reduce(loss_sum, "mean").item() / loss_count
             elapsed = time.perf_counter() - tick
             rate = images / elapsed
@@ -403,16 +479,35 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
             bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}")
             loss_sum.zero_()
             loss_count, images, tick = 0, 0, time.perf_counter()
-        if step % t.checkpoint_every == 0 or step == t.max_steps:
-            checkpoint()
+        if (step % t.checkpoint_every == 0 or step == t.max_steps) and not bad_streak:
+            checkpoint()  # never in a streak of non-finite steps: keep the last good one
         if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps):
             if acc.is_main_process:
                 logger.log_eval(step, periodic_eval(model, ema, dataset, cfg, run_dir, step))
             acc.wait_for_everyone()
             tick = time.perf_counter()
+        if stop_requested(stop, acc) and step < t.max_steps:
+            if not bad_streak:
+                checkpoint()
+            bar.close()
+            logger.close()
+            raise TrainingStoppedError(
+                f"stopped by {signal.Signals(stop.signum or signal.SIGTERM).name} at step "
+                f"{step}; checkpoint {latest_checkpoint(run_dir)} is saved. Resume with the "
+                f"same command (factordiff train ... --out {run_dir}).",
+                exit_code=128 + (stop.signum or signal.SIGTERM),
+            )
     bar.close()
     logger.close()
     return latest_checkpoint(run_dir)
+
+
+def stop_requested(stop: StopRequest, acc: Accelerator) -> bool:
+    """Whether any process was asked to stop (the processes must stop together)."""
+    if acc.num_processes == 1:
+        return stop.requested
+    flag = torch.tensor(float(stop.requested), device=acc.device)
+    return bool(acc.reduce(flag, "sum").item() > 0)
 
 
 def periodic_eval(
@@ -441,6 +536,15 @@ def periodic_eval(
     return scores
 
 
+def _logged_step(line: str) -> float:
+    """The step of a ``metrics.jsonl`` line; a line torn by a killed process counts as
+    past every checkpoint, so it is dropped on resume."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
+
+
 def _plain(value):
     """JSON-friendly: ints and lists as they are, tensors and numpy scalars as floats."""
     return value if isinstance(value, int | list) else float(value)
@@ -460,12 +564,10 @@ class RunLogger:
         if not enabled:
             return
         if self.path.is_file():
-            kept = [
-                ln
-                for ln in self.path.read_text().splitlines()
-                if ln.strip() and json.loads(ln)["step"] <= step
-            ]
-            self.path.write_text("".join(ln + "\n" for ln in kept))
+            kept = [ln for ln in self.path.read_text().splitlines() if _logged_step(ln) <= step]
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(ln + "\n" for ln in kept))
+            tmp.replace(self.path)
         try:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -74,6 +74,21 @@ class PerUnitMLP(nn.Module):
         return h
 
 
+def fsq(scalars: torch.Tensor, levels: int) -> torch.Tensor:
+    """Finite scalar quantisation (Mentzer et al. 2023) of each unit to ``levels`` values.
+
+    An alternative to DyGA's anchors that fixes the number of values per unit in advance:
+    tanh bounds the scalar to (-(L-1)/2, (L-1)/2), rounding (to integers for odd L, to
+    half-integers for even L, so the grid is symmetric about 0) with a straight-through
+    gradient picks one of L values, and the result is rescaled to [-1, 1].
+    """
+    half = (levels - 1) / 2
+    offset = 0.5 if levels % 2 == 0 else 0.0
+    bounded = torch.tanh(scalars) * half * (1 - 1e-4)
+    rounded = torch.round(bounded - offset) + offset
+    return (rounded + (bounded - bounded.detach())) / half  # exact values, tanh's gradient
+
+
 def _conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> list[nn.Module]:
     return [
         nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=False),
@@ -83,7 +98,11 @@ def _conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int, padding: int)
 
 
 class UnitEncoder(nn.Module):
-    """Image in [-1, 1] (B, 3, H, W) -> (scalars (B, N), tokens (B, N, D))."""
+    """Image in [-1, 1] (B, 3, H, W) -> (scalars (B, N), tokens (B, N, D)).
+
+    With ``fsq_levels`` > 0 the scalars are quantised by :func:`fsq` before the per-unit
+    MLPs, so the tokens and the representation carry the quantised values.
+    """
 
     def __init__(
         self,
@@ -95,11 +114,13 @@ class UnitEncoder(nn.Module):
         channels: int = 128,
         mlp_hidden: tuple[int, ...] | list[int] = (64, 128),
         fc_hidden: tuple[int, ...] | list[int] = (),
+        fsq_levels: int = 0,
     ) -> None:
         super().__init__()
         if image_size % 16:
             raise ValueError(f"the unit encoder needs image_size divisible by 16, got {image_size}")
         self.kind, self.n_units, self.unit_dim = kind, n_units, unit_dim
+        self.fsq_levels = fsq_levels
         layers: list[nn.Module] = []
         c = in_channels
         if kind == "dyga":  # 7x7 stem at full resolution before the strided convs
@@ -129,4 +150,6 @@ class UnitEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scalars = self.to_scalars(self.features(x))
+        if self.fsq_levels:
+            scalars = fsq(scalars, self.fsq_levels)
         return scalars, self.to_tokens(scalars)
