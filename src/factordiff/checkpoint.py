@@ -77,11 +77,12 @@ def save_checkpoint(
         for f in tmp.iterdir():  # data on disk before the rename makes it visible
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-    except OSError as exc:  # disk full, quota, read-only: the earlier checkpoints stay
+    except (OSError, SafetensorError) as exc:  # disk full, quota, read-only: earlier ones stay
         shutil.rmtree(tmp, ignore_errors=True)
         newest = latest_checkpoint(run_dir)
+        reason = getattr(exc, "strerror", None) or str(exc)
         raise CheckpointError(
-            f"could not write checkpoint {final}: {exc.strerror or exc}. The run's earlier "
+            f"could not write checkpoint {final}: {reason}. The run's earlier "
             f"checkpoints are intact (newest: {newest.name if newest else 'none'}); free "
             "space and rerun the same command to resume."
         ) from None

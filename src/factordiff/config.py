@@ -239,7 +239,17 @@ def _read_yaml(path: Path) -> dict:
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read as a YAML text file ({exc})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of config sections (data:, model:, ...), "
+            f"got a {type(tree).__name__}"
+        )
     _check_keys(tree, str(path))
     return tree
 

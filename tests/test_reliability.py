@@ -1,0 +1,275 @@
+"""Training under real faults: kill -9, SIGTERM/SIGINT, a second writer, non-finite steps,
+full or read-only disks, unsafe files. Each test injects the fault, none mocks the check.
+
+The training processes are real ``factordiff train`` subprocesses on the tiny config, one
+thread each, so that a resumed run can be compared bitwise with an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from factordiff.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    load_state,
+    load_tensors,
+    save_checkpoint,
+)
+from factordiff.models.unet import UNet
+from factordiff.run_guard import RunDirError, TrainingStoppedError
+from factordiff.train import train
+from test_training import TINY, log, tiny
+
+STEPS = 40
+RUN_ARGS = [*TINY, f"train.max_steps={STEPS}", "train.checkpoint_every=4", "train.log_every=4"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def start(run: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "factordiff", "train", "quickstart", *RUN_ARGS, *extra,
+           "--out", str(run)]  # fmt: skip
+    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out + err
+
+
+def wait_for(condition, timeout: float = 120, poll: float = 0.01) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the training process")
+        time.sleep(poll)
+
+
+def same_weights(a: Path, b: Path) -> None:
+    for name in ("model", "ema", "optimizer"):
+        ta, tb = load_tensors(latest_checkpoint(a), name), load_tensors(latest_checkpoint(b), name)
+        assert ta.keys() == tb.keys()
+        for k in ta:
+            assert torch.equal(ta[k], tb[k]), f"{name}:{k} differs"
+
+
+def tmp_checkpoints(run: Path) -> list[str]:
+    root = run / "checkpoints"
+    return [p for p in os.listdir(root) if p.startswith(".tmp-")] if root.is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("reference") / "run"
+    code, output = finish(start(run))
+    assert code == 0, output
+    return run
+
+
+def test_kill_9_at_random_moments_resumes_to_the_same_weights(
+    uninterrupted: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    rng = random.Random(0)
+    caught_mid_write = False
+    for attempt in range(4):
+        proc = start(run)
+        if attempt == 0:  # the moment a checkpoint is being written
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda p=proc: tmp_checkpoints(run) or p.poll() is not None, poll=0)
+            caught_mid_write = bool(tmp_checkpoints(run))
+        else:
+            wait_for(lambda p=proc: (run / "checkpoints").is_dir() or p.poll() is not None)
+            time.sleep(rng.uniform(0.0, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        done = latest_checkpoint(run)
+        if done is not None:  # whatever is picked is complete and readable
+            load_tensors(done, "model")
+            assert load_state(done)["step"] == int(done.name.split("_")[1])
+    assert caught_mid_write, "no kill landed during a checkpoint write"
+    code, output = finish(start(run))
+    assert code == 0, output
+    assert tmp_checkpoints(run) == []
+    assert latest_checkpoint(run).name == f"step_{STEPS:08d}"
+    same_weights(run, uninterrupted)
+    steps = [r["step"] for r in log(run) if "loss" in r]
+    assert steps == sorted(set(steps))  # the log has each step once after resumes
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_a_checkpoint_and_exits_with_a_resume_hint(
+    signum: int, uninterrupted: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    proc = start(run)
+    wait_for(lambda: latest_checkpoint(run) is not None)
+    proc.send_signal(signum)
+    code, output = finish(proc)
+    assert code == 128 + signum, output
+    assert "Traceback" not in output
+    assert f"stopped by {signal.Signals(signum).name} at step" in output
+    assert "Resume with the same command" in output
+    stopped_at = load_state(latest_checkpoint(run))["step"]
+    assert 0 < stopped_at < STEPS
+    code, output = finish(start(run))
+    assert code == 0, output
+    same_weights(run, uninterrupted)
+
+
+def test_a_second_process_on_the_same_run_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = start(run, "train.max_steps=100000")
+    try:
+        wait_for(lambda: latest_checkpoint(run) is not None)
+        with pytest.raises(RunDirError, match=rf"being trained by another process .*{proc.pid}"):
+            train(tiny(f"train.max_steps={STEPS}", "train.checkpoint_every=4"), run, progress=False)
+    finally:
+        proc.kill()
+        proc.wait()
+    # the lock dies with its holder (kill -9): the run can be taken over at once
+    cfg = tiny(f"train.max_steps={STEPS}", "train.checkpoint_every=4", "train.log_every=4")
+    assert train(cfg, run, progress=False).name == f"step_{STEPS:08d}"
+
+
+# --- non-finite steps ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def nan_at(monkeypatch) -> Iterator[set[int]]:
+    """Calls of the U-Net (one per training step here) whose output becomes NaN."""
+    bad: set[int] = set()
+    calls = iter(range(10**9))
+    forward = UNet.forward
+
+    def poisoned(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        return out * float("nan") if next(calls) in bad else out
+
+    monkeypatch.setattr(UNet, "forward", poisoned)
+    yield bad
+
+
+def test_nonfinite_steps_are_skipped_and_counted(nan_at: set[int], tmp_path: Path) -> None:
+    nan_at.update({3, 4, 9})
+    run = tmp_path / "run"
+    train(tiny("train.max_steps=12", "train.checkpoint_every=4"), run, progress=False)
+    state = load_state(latest_checkpoint(run))
+    assert state["step"] == 12 and state["bad_steps"] == 3
+    skipped = [r["step"] for r in log(run) if "skipped_nonfinite_step" in r]
+    assert skipped == [4, 5, 10]
+    weights = load_tensors(latest_checkpoint(run), "model")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_a_streak_of_nonfinite_steps_stops_keeping_the_last_good_checkpoint(
+    nan_at: set[int], tmp_path: Path
+) -> None:
+    nan_at.update(range(5, 10**6))  # diverged for good from the 6th step on
+    run = tmp_path / "run"
+    cfg = tiny("train.max_steps=30", "train.checkpoint_every=2", "train.max_bad_steps=4")
+    with pytest.raises(
+        TrainingStoppedError, match=r"4 steps in a row had a non-finite .*step_00000004"
+    ):
+        train(cfg, run, progress=False)
+    assert [p.name for p in list_checkpoints(run)][-1] == "step_00000004"
+    weights = load_tensors(latest_checkpoint(run), "model")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+# --- disks --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[callable]:
+    """Mount tmpfs file systems of a given size (and read-only on request); needs root."""
+    mounted: list[Path] = []
+
+    def mount(size_kib: int, read_only: bool = False) -> Path:
+        point = tmp_path / f"disk{len(mounted)}"
+        point.mkdir()
+        opts = f"size={size_kib}k" + (",ro" if read_only else "")
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(point)],
+                             capture_output=True, text=True)  # fmt: skip
+        if res.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({res.stderr.strip()})")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], capture_output=True)
+
+
+def test_full_disk_is_refused_before_training(small_disk, tmp_path: Path) -> None:
+    disk = small_disk(256)
+    with pytest.raises(RunDirError, match=r"MiB free, but 3 checkpoints of this model"):
+        train(tiny("train.max_steps=4"), disk / "run", progress=False)
+    assert list_checkpoints(disk / "run") == []
+
+
+def test_read_only_run_directory_is_refused_before_training(small_disk) -> None:
+    disk = small_disk(1024, read_only=True)
+    with pytest.raises(RunDirError, match=r"cannot write to the run directory .*Read-only"):
+        train(tiny("train.max_steps=4"), disk / "run", progress=False)
+
+
+def test_disk_filling_up_mid_write_keeps_the_earlier_checkpoints(small_disk) -> None:
+    disk = small_disk(512)
+    small = {"model": {"w": torch.zeros(1000)}}
+    save_checkpoint(disk, 1, small, {"step": 1})
+    big = {"model": {"w": torch.zeros(200_000)}}  # 800 KB: does not fit
+    with pytest.raises(CheckpointError, match=r"No space left on device.*newest: step_00000001"):
+        save_checkpoint(disk, 2, big, {"step": 2})
+    assert [p.name for p in list_checkpoints(disk)] == ["step_00000001"]
+    assert os.listdir(disk / "checkpoints") == ["step_00000001"]  # no half-written left
+
+
+# --- unsafe files -------------------------------------------------------------------------
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickled_files_are_never_executed(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({"w": _Payload(marker)})
+    ckpt = tmp_path / "run" / "checkpoints" / "step_00000001"
+    ckpt.mkdir(parents=True)
+    (ckpt / "model.safetensors").write_bytes(payload)
+    (ckpt / "state.json").write_text('{"step": 1}')
+    with pytest.raises(CheckpointError, match="model.safetensors cannot be read"):
+        load_tensors(ckpt, "model")
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(payload)
+    from factordiff.metrics.fid import FIDWeightsError, load_inception
+
+    with pytest.raises(FIDWeightsError, match="could not read"):
+        load_inception(weights)
+    assert not marker.exists()
+
+
+def test_every_torch_load_is_weights_only() -> None:
+    src = Path(__file__).parents[1] / "src"
+    for path in src.rglob("*.py"):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if "torch.load(" in line:
+                assert "weights_only=True" in line, f"{path}:{n}"
