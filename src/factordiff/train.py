@@ -576,8 +576,15 @@ class RunLogger:
             self.writer = None
 
     def _write(self, record: dict) -> None:
-        with open(self.path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        except OSError as exc:  # disk full mid-run: say so, the checkpoints are intact
+            newest = latest_checkpoint(self.path.parent)
+            raise RunDirError(
+                f"cannot append to {self.path}: {exc.strerror or exc}. Checkpoints up to "
+                f"{newest.name if newest else 'none'} are intact; free space and rerun to resume."
+            ) from None
 
     def log(self, step: int, values: dict) -> None:
         if not self.enabled:
