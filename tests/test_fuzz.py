@@ -133,7 +133,7 @@ def test_random_command_lines_end_in_a_message_not_a_traceback(
     scratch_dir: Path, command: list[str], args: list[str]
 ) -> None:
     if command == ["train"]:  # a valid config would start training: make it invalid
-        args = [*args, "train.max_steps=-1"]
+        command = ["train", "quickstart", "train.max_steps=-1"]
     argv, cwd = sys.argv, os.getcwd()
     sys.argv = ["factordiff", *command, *args]
     os.chdir(scratch_dir)

@@ -7,7 +7,6 @@ thread each, so that a resumed run can be compared bitwise with an uninterrupted
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import random
@@ -42,20 +41,37 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 def start(run: Path, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "factordiff", "train", "quickstart", *RUN_ARGS, *extra,
            "--out", str(run)]  # fmt: skip
-    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # output to a file, not a pipe: a full pipe buffer would stall a long-running trainer
+    output = open(run.parent / f"{run.name}.log", "w")  # noqa: SIM115 -- closed by the child's exit
+    proc = subprocess.Popen(cmd, env=ENV, stdout=output, stderr=subprocess.STDOUT, text=True)
+    proc.output_path = output.name  # type: ignore[attr-defined]
+    return proc
 
 
-def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str]:
-    out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out + err
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
+    try:
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:  # never leave a trainer running behind a failed test
+            proc.kill()
+            proc.wait()
+    return proc.returncode, Path(proc.output_path).read_text()
 
 
-def wait_for(condition, timeout: float = 120, poll: float = 0.01) -> None:
+def wait_for(proc: subprocess.Popen, condition, timeout: float = 180, poll: float = 0.001):
+    """Poll ``condition`` (every ``poll`` s); kill ``proc`` if it never comes."""
     deadline = time.monotonic() + timeout
     while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the training process")
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            proc.wait()
+            raise AssertionError("the training process ended or hung before the awaited moment")
         time.sleep(poll)
+
+
+def newest_step(run: Path) -> int:
+    ckpt = latest_checkpoint(run)
+    return -1 if ckpt is None else int(ckpt.name.split("_")[1])
 
 
 def same_weights(a: Path, b: Path) -> None:
@@ -84,23 +100,24 @@ def test_kill_9_at_random_moments_resumes_to_the_same_weights(
 ) -> None:
     run = tmp_path / "run"
     rng = random.Random(0)
-    caught_mid_write = False
     for attempt in range(4):
+        before = newest_step(run)
         proc = start(run)
         if attempt == 0:  # the moment a checkpoint is being written
-            with contextlib.suppress(AssertionError):
-                wait_for(lambda p=proc: tmp_checkpoints(run) or p.poll() is not None, poll=0)
-            caught_mid_write = bool(tmp_checkpoints(run))
-        else:
-            wait_for(lambda p=proc: (run / "checkpoints").is_dir() or p.poll() is not None)
-            time.sleep(rng.uniform(0.0, 1.5))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+            wait_for(proc, lambda: tmp_checkpoints(run), poll=0)  # a write lasts milliseconds
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            assert tmp_checkpoints(run), "the kill did not land during a checkpoint write"
+        else:  # once training has made progress, at a random moment of the next steps
+            wait_for(proc, lambda b=before: newest_step(run) > b)
+            time.sleep(rng.uniform(0.0, 0.5))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
         done = latest_checkpoint(run)
         if done is not None:  # whatever is picked is complete and readable
             load_tensors(done, "model")
             assert load_state(done)["step"] == int(done.name.split("_")[1])
-    assert caught_mid_write, "no kill landed during a checkpoint write"
+    assert newest_step(run) < STEPS, "the run finished before the last kill"
     code, output = finish(start(run))
     assert code == 0, output
     assert tmp_checkpoints(run) == []
@@ -116,7 +133,7 @@ def test_signal_saves_a_checkpoint_and_exits_with_a_resume_hint(
 ) -> None:
     run = tmp_path / "run"
     proc = start(run)
-    wait_for(lambda: latest_checkpoint(run) is not None)
+    wait_for(proc, lambda: latest_checkpoint(run) is not None)
     proc.send_signal(signum)
     code, output = finish(proc)
     assert code == 128 + signum, output
@@ -134,15 +151,16 @@ def test_a_second_process_on_the_same_run_is_refused(tmp_path: Path) -> None:
     run = tmp_path / "run"
     proc = start(run, "train.max_steps=100000")
     try:
-        wait_for(lambda: latest_checkpoint(run) is not None)
+        wait_for(proc, lambda: latest_checkpoint(run) is not None)
         with pytest.raises(RunDirError, match=rf"being trained by another process .*{proc.pid}"):
             train(tiny(f"train.max_steps={STEPS}", "train.checkpoint_every=4"), run, progress=False)
     finally:
         proc.kill()
         proc.wait()
     # the lock dies with its holder (kill -9): the run can be taken over at once
-    cfg = tiny(f"train.max_steps={STEPS}", "train.checkpoint_every=4", "train.log_every=4")
-    assert train(cfg, run, progress=False).name == f"step_{STEPS:08d}"
+    end = newest_step(run) + 4
+    cfg = tiny(f"train.max_steps={end}", "train.checkpoint_every=4", "train.log_every=4")
+    assert train(cfg, run, progress=False).name == f"step_{end:08d}"
 
 
 # --- non-finite steps ---------------------------------------------------------------------
@@ -211,7 +229,8 @@ def small_disk(tmp_path: Path) -> Iterator[callable]:
 
     yield mount
     for point in mounted:
-        subprocess.run(["umount", str(point)], capture_output=True)
+        if subprocess.run(["umount", str(point)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(point)], capture_output=True)
 
 
 def test_full_disk_is_refused_before_training(small_disk, tmp_path: Path) -> None:

@@ -232,6 +232,162 @@ def eval_command(
     _write_json(out or run_dir / "eval.json", results)
 
 
+def _load_run(run_dir: Path, device: str):
+    from factordiff.pipeline import FactorDiffusion
+    from factordiff.train import load_dataset
+
+    model = FactorDiffusion.from_pretrained(run_dir, device=device)
+    return model, load_dataset(model.config)
+
+
+def _png_out(out: Path) -> Path:
+    if out.suffix.lower() != ".png":
+        raise FactordiffError(f"--out must be a .png file path, got {out}")
+    return out
+
+
+@app.command()
+def swap(
+    run_dir: Path = typer.Argument(..., help="Run directory (or a save_pretrained folder)."),
+    out: Path = typer.Option(Path("swap.png"), help="PNG to write."),
+    pairs: int = typer.Option(4, help="Number of (source, target) pairs (rows)."),
+    steps: int = typer.Option(100, help="DDIM steps (fewer is faster, blurrier)."),
+    seed: int = typer.Option(0, help="Picks the pairs and the DDIM noise."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, mps ..."),
+) -> None:
+    """Latent interchange: the source with unit k taken from the target, for every k."""
+    from factordiff.viz import save_swap_grid
+
+    model, dataset = _load_run(run_dir, device)
+    console.print(f"wrote {save_swap_grid(model, dataset, _png_out(out), pairs, steps, seed)}")
+
+
+@app.command()
+def traverse(
+    run_dir: Path = typer.Argument(..., help="Run directory (or a save_pretrained folder)."),
+    out: Path = typer.Option(Path("traverse.png"), help="PNG to write."),
+    over: str = typer.Option("data", help="data (quantiles of each unit) or anchors (DyGA)."),
+    n_steps: int = typer.Option(7, help="Values per unit (data mode)."),
+    index: int | None = typer.Option(None, help="Dataset index of the image (default: seeded)."),
+    steps: int = typer.Option(100, help="DDIM steps."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Per unit, walk its value across the data's range (or its anchors), rest fixed."""
+    from factordiff.viz import save_traverse_grid
+
+    model, dataset = _load_run(run_dir, device)
+    if over not in ("data", "anchors"):
+        raise FactordiffError(f"--over must be data or anchors, got {over!r}")
+    if over == "anchors" and model.anchors is None:
+        raise FactordiffError(f"{run_dir} has no DyGA anchors; use --over data")
+    if index is not None and not 0 <= index < len(dataset):
+        raise FactordiffError(f"--index must be in [0, {len(dataset)}), got {index}")
+    path = save_traverse_grid(model, dataset, _png_out(out), n_steps, over, steps, seed, index)
+    console.print(f"wrote {path}")
+
+
+@app.command()
+def interchange(
+    run_dir: Path = typer.Argument(..., help="Run directory (or a save_pretrained folder)."),
+    pairs: int = typer.Option(32, help="(source, target) pairs; every unit is swapped."),
+    steps: int = typer.Option(50, help="DDIM steps per generated image."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+    out: Path | None = typer.Option(None, help="JSON path (default RUN_DIR/interchange.json)."),
+) -> None:
+    """Quantitative interchange: which factors change when unit k is swapped."""
+    from factordiff.interchange import interchange_score
+
+    model, dataset = _load_run(run_dir, device)
+    res = interchange_score(model, dataset, pairs, steps, seed)
+    table = Table(title=f"{run_dir}: exactly one factor changed in {res['exactly_one']:.3f}")
+    for col in ["unit", *res["factor_names"], "exactly one"]:
+        table.add_column(col)
+    for k, shares in enumerate(res["per_unit_changed_share"]):
+        cells = [f"{v:.2f}" for v in [*shares, res["per_unit_exactly_one"][k]]]
+        table.add_row(str(k), *cells)
+    console.print(table)
+    _write_json(out or run_dir / "interchange.json", res)
+
+
+@app.command()
+def downstream(
+    run_dir: Path = typer.Argument(..., help="Run directory (or a save_pretrained folder)."),
+    sizes: str = typer.Option("10000,1000,100", help="Training sizes, comma-separated."),
+    num_test: int = typer.Option(5000, help="Test points per size."),
+    baseline: str = typer.Option("pixels", help="pixels (8x8 downsampled) or none."),
+    backend: str = typer.Option("lightgbm", help="lightgbm (fast) or sklearn (reference)."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+    out: Path | None = typer.Option(None, help="JSON path (default RUN_DIR/downstream.json)."),
+) -> None:
+    """Gradient boosted trees on the units predict each factor from 10000 / 1000 / 100
+    examples (DyGA paper, disentanglement_lib downstream task), beside a baseline."""
+    from factordiff.metrics.downstream import downsampled_pixels, downstream_results
+    from factordiff.plots import save_downstream_plot
+
+    try:
+        train_sizes = tuple(int(s) for s in sizes.split(","))
+    except ValueError:
+        raise FactordiffError(
+            f"--sizes must be integers separated by commas, got {sizes!r}"
+        ) from None
+    if baseline not in ("pixels", "none"):
+        raise FactordiffError(f"--baseline must be pixels or none, got {baseline!r}")
+    model, dataset = _load_run(run_dir, device)
+    baselines = {"pixels 8x8": downsampled_pixels(8)} if baseline == "pixels" else {}
+    res = downstream_results(model, dataset, baselines, seed, train_sizes, num_test, backend)
+    first = next(iter(res.values()))
+    table = Table(title=f"{run_dir}: downstream mean test accuracy ({dataset.name})")
+    for col in ["representation", *[f"acc@{n}" for n in train_sizes], *first["sample_efficiency"]]:
+        table.add_column(col)
+    for name, r in res.items():
+        cells = [r["accuracy"][n] for n in train_sizes] + list(r["sample_efficiency"].values())
+        table.add_row(name, *[f"{v:.3f}" for v in cells])
+    console.print(table)
+    json_out = out or run_dir / "downstream.json"
+    _write_json(json_out, res)
+    console.print(f"wrote {save_downstream_plot(res, json_out.with_suffix('.png'))}")
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="Run directory (or a save_pretrained folder)."),
+    out: Path | None = typer.Option(None, help="HTML path (default RUN_DIR/report.html)."),
+    steps: int = typer.Option(50, help="DDIM steps of the generated figures."),
+    scale: float | None = typer.Option(
+        None, help="Evaluate now at this protocol share when RUN_DIR/eval.json is missing."
+    ),
+    interchange_pairs: int = typer.Option(
+        0, help="Compute the interchange score with this many pairs (0: use interchange.json)."
+    ),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """One self-contained report.html: config, curves, metrics, figures, reproduction."""
+    from factordiff import metrics as fd_metrics
+    from factordiff.interchange import interchange_score
+    from factordiff.report import load_json, write_report
+
+    model, dataset = _load_run(run_dir, device)
+    results = load_json(run_dir / "eval.json")
+    if results is None and scale is not None:
+        cfg = model.config
+        results = fd_metrics.evaluate(
+            model.represent, dataset, cfg.eval.metrics, cfg.eval.seed,
+            representation=cfg.eval.representation, scale=scale,
+        )  # fmt: skip
+    swaps = load_json(run_dir / "interchange.json")
+    if interchange_pairs:
+        swaps = interchange_score(model, dataset, interchange_pairs, steps)
+    path = write_report(
+        model, dataset, run_dir, out or run_dir / "report.html", results=results,
+        downstream=load_json(run_dir / "downstream.json"), interchange=swaps, steps=steps,
+        log=lambda m: console.print(m, markup=False),
+    )  # fmt: skip
+    console.print(f"wrote {path}")
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Run directory of the quick start."),

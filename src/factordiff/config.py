@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -295,6 +296,11 @@ def load_config(preset: str | Path | None = None, overrides: list[str] | None = 
     for layer, source in zip(layers[1:], sources[1:], strict=True):
         try:
             merged = OmegaConf.merge(merged, layer)
+        except TypeError as exc:  # OmegaConf: a mapping given for a list, or the reverse
+            raise ConfigError(
+                f"{source}: a value has the wrong kind of container (a mapping where a list "
+                f"is expected, or the reverse): {exc}"
+            ) from None
         except OmegaConfBaseException as exc:
             key = getattr(exc, "full_key", None) or "?"
             expected = _field_type_name(key)
@@ -329,6 +335,10 @@ def _get(cfg: Config, key: str) -> Any:
 
 def validate(cfg: Config) -> None:
     """Value checks that types alone cannot express; each error names its key."""
+    for key in _valid_keys():
+        value = _get(cfg, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number; got {value}")
     for key, allowed in CHOICES.items():
         value = _get(cfg, key)
         if value not in allowed:

@@ -154,6 +154,19 @@ class FactorDiffusion(nn.Module):
             return torch.cat(self._batched(self.units, images, batch_size))
 
     @torch.no_grad()
+    def scalars(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """The encoder's N scalars (B, N), each feeding one unit's MLP (traversals walk them)."""
+        with self._eval_mode():
+            return torch.cat(self._batched(lambda x: self.encoder(x)[0], images, batch_size))
+
+    @torch.no_grad()
+    def units_from_scalars(self, scalars: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, N, D) for given scalars: the per-unit MLPs, then the DyGA anchors."""
+        with self._eval_mode():
+            tokens = self.encoder.to_tokens(scalars.to(self.device))
+            return tokens if self.anchors is None else self.anchors.align(tokens)
+
+    @torch.no_grad()
     def represent(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
         """The representation the metrics score: the N scalars (EncDiff) or the
         (B, N, D) units (DyGA, reduced by per-unit PCA in ``fd.metrics.evaluate``)."""

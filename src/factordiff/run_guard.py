@@ -44,11 +44,13 @@ def _error_text(exc: OSError) -> str:
 
 
 class RunLock:
-    """An exclusive ``flock`` on ``RUN/.lock``, held while a process trains the run.
+    """An exclusive POSIX lock (``lockf``) on ``RUN/.lock``, held while a process trains.
 
     The kernel drops the lock when its holder dies, even by ``kill -9``, so a crashed run
-    never blocks its own resume; the file's text (pid, host, start time) names the holder
-    for the process that is refused.
+    never blocks its own resume; POSIX locks belong to the process and are not inherited
+    by forked data-loader workers (a ``flock`` would be, and would outlive a killed
+    trainer while its workers wind down). The file's text (pid, host, start time) names
+    the holder for the process that is refused.
     """
 
     def __init__(self, run_dir: Path) -> None:
@@ -58,7 +60,7 @@ class RunLock:
     def acquire(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             owner = os.read(fd, 4096).decode(errors="replace").strip() or "unknown owner"
             os.close(fd)
@@ -71,13 +73,14 @@ class RunLock:
         owner = {"pid": os.getpid(), "host": socket.gethostname(),
                  "started": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
         os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, json.dumps(owner).encode())
         os.fsync(fd)
         self._fd = fd
 
     def release(self) -> None:
         if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
 
@@ -156,3 +159,11 @@ def check_run_dir(run_dir: Path, checkpoint_bytes: int, keep: int) -> None:
             f"({checkpoint_bytes / 2**20:.1f} MiB each). Free space, lower "
             "train.keep_checkpoints, or use another --out."
         )
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """``worker_init_fn`` for data-loader workers: SIGTERM / SIGINT sent to the whole
+    process group (``scancel``, Ctrl-C) are the trainer's to handle; a worker dying of them
+    would make PyTorch abort the step before the checkpoint is written."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

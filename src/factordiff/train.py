@@ -53,6 +53,7 @@ from factordiff.run_guard import (
     StopRequest,
     TrainingStoppedError,
     check_run_dir,
+    ignore_stop_signals,
 )
 
 #: Keys that may change when a run is resumed (how long, how often, how it is logged).
@@ -174,6 +175,7 @@ def batch_stream(
         pin_memory=torch.cuda.is_available(),
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
+        worker_init_fn=ignore_stop_signals if workers else None,
     )
 
 
@@ -248,6 +250,7 @@ def train_first_stage(
     logger: RunLogger,
     progress: bool,
     stop: StopRequest,
+    acc: Accelerator,
 ) -> bool:
     """Phase 1: the autoencoder by its reconstruction loss; False when there is none to train.
 
@@ -270,7 +273,7 @@ def train_first_stage(
         opt.step()
         if (step + 1) % cfg.train.log_every == 0 or step + 1 == steps:
             logger.log(0, {"first_stage_step": step + 1, **parts})
-        if stop.requested:  # the phase is short and has no checkpoint: it starts over
+        if stop_requested(stop, acc):  # the phase is short, has no checkpoint: starts over
             raise TrainingStoppedError(
                 f"stopped by {signal.Signals(stop.signum).name} in the first-stage phase "
                 f"(step {step + 1} of {steps}); it is redone when the run is started again.",
@@ -313,8 +316,8 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
                         f"removed {partial.name}, a checkpoint a killed process left half-written"
                     )
                 save_config(cfg, run_dir / "config.yaml")
-            except (RunDirError, OSError) as exc:
-                failure = str(exc)
+            except Exception as exc:  # noqa: BLE001 -- every rank must hear of it
+                failure = str(exc) if isinstance(exc, RunDirError | OSError) else repr(exc)
         failures = [failure]
         broadcast_object_list(failures)  # every process stops, none waits forever
         if failures[0] is not None:
@@ -391,7 +394,7 @@ def _train_guarded(
         acc.wait_for_everyone()
 
     if ckpt is None and train_first_stage(
-        model, data, dataset, cfg, logger, progress and acc.is_main_process, stop
+        model, data, dataset, cfg, logger, progress and acc.is_main_process, stop, acc
     ):
         checkpoint()  # step 0: the trained first stage is never trained twice
 
@@ -412,6 +415,8 @@ def _train_guarded(
     while step < t.max_steps:
         ddp_model.train()
         step_loss = torch.zeros((), device=acc.device)
+        # BatchNorm statistics move in the forward pass; a skipped step must not keep them
+        bn_stats = [b.detach().clone() for b in model.encoder.buffers()]
         for micro in range(t.grad_accum):
             chunk = micro * world + rank
             seed = chunk_seed(t.seed, step, chunk)
@@ -438,6 +443,8 @@ def _train_guarded(
         else:  # skip the update; the data moves on, so the run stays deterministic
             if t.mixed_precision == "fp16":
                 optimizer.step()  # the loss scaler skips it and lowers its scale
+            for buffer, saved in zip(model.encoder.buffers(), bn_stats, strict=True):
+                buffer.copy_(saved)
             bad_steps += 1
             bad_streak += 1
             logger.log(step + 1, {"skipped_nonfinite_step": bad_steps})
@@ -479,26 +486,32 @@ def _train_guarded(
             bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}")
             loss_sum.zero_()
             loss_count, images, tick = 0, 0, time.perf_counter()
-        if (step % t.checkpoint_every == 0 or step == t.max_steps) and not bad_streak:
+        stopping = stop_requested(stop, acc) and step < t.max_steps
+        due = step % t.checkpoint_every == 0 or step == t.max_steps or stopping
+        if due and not bad_streak:
             checkpoint()  # never in a streak of non-finite steps: keep the last good one
+        if stopping:  # before any evaluation: a pre-empted job has seconds, not minutes
+            bar.close()
+            logger.close()
+            raise TrainingStoppedError(
+                f"stopped by {signal.Signals(stop.signum or signal.SIGTERM).name} at step "
+                f"{step}; the newest good checkpoint is {latest_checkpoint(run_dir)}. Resume "
+                f"with the same command (factordiff train ... --out {run_dir}).",
+                exit_code=128 + (stop.signum or signal.SIGTERM),
+            )
         if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps):
             if acc.is_main_process:
                 logger.log_eval(step, periodic_eval(model, ema, dataset, cfg, run_dir, step))
             acc.wait_for_everyone()
             tick = time.perf_counter()
-        if stop_requested(stop, acc) and step < t.max_steps:
-            if not bad_streak:
-                checkpoint()
-            bar.close()
-            logger.close()
-            raise TrainingStoppedError(
-                f"stopped by {signal.Signals(stop.signum or signal.SIGTERM).name} at step "
-                f"{step}; checkpoint {latest_checkpoint(run_dir)} is saved. Resume with the "
-                f"same command (factordiff train ... --out {run_dir}).",
-                exit_code=128 + (stop.signum or signal.SIGTERM),
-            )
     bar.close()
     logger.close()
+    if bad_streak:
+        raise TrainingStoppedError(
+            f"the run reached train.max_steps={t.max_steps} in a streak of {bad_streak} "
+            f"non-finite steps, so its final weights were not saved; the newest good "
+            f"checkpoint is {latest_checkpoint(run_dir)}."
+        )
     return latest_checkpoint(run_dir)
 
 

@@ -169,6 +169,80 @@ def save_swap_grid(
     )  # fmt: skip
 
 
+def traverse_units(
+    model, image: np.ndarray, reference: np.ndarray, n_steps: int = 7, over: str = "data"
+) -> tuple[list, list[list[str]]]:
+    """Per unit, the tokens of ``image`` with that unit walked across its range.
+
+    ``over="data"``: the unit's scalar takes ``n_steps`` quantiles (2 % .. 98 %) of its
+    values on ``reference`` images, the other scalars fixed. ``over="anchors"`` (DyGA):
+    the unit's token takes each of its anchors in turn, ordered along their main axis.
+    Returns one (steps, N, D) tensor per unit and the column labels.
+    """
+    import torch
+
+    base = model.scalars(image[None])
+    walks, labels = [], []
+    if over == "anchors":
+        if model.anchors is None:
+            raise ValueError("over='anchors' needs a DyGA model with fitted anchors")
+        tokens = model.units_from_scalars(base)
+        for k, unit in enumerate(model.anchors.units):
+            anchors = unit.anchor_positions(tokens.device, tokens.dtype)
+            centred = anchors - anchors.mean(0)
+            axis = torch.linalg.svd(centred, full_matrices=False)[2][0]
+            order = torch.argsort(centred @ axis)
+            walk = tokens.repeat(len(order), 1, 1)
+            walk[:, k] = anchors[order]
+            walks.append(walk)
+            labels.append([f"anchor {int(j)}" for j in order])
+        return walks, labels
+    if over != "data":
+        raise ValueError(f"over must be 'data' or 'anchors', got {over!r}")
+    values = model.scalars(reference).cpu()
+    q = torch.linspace(0.02, 0.98, n_steps, dtype=values.dtype)
+    for k in range(values.shape[1]):
+        grid = torch.quantile(values[:, k], q)
+        scal = base.cpu().repeat(n_steps, 1)
+        scal[:, k] = grid
+        walks.append(model.units_from_scalars(scal))
+        labels.append([f"{v:.2f}" for v in grid.tolist()])
+    return walks, labels
+
+
+def save_traverse_grid(
+    model, dataset, out: str | Path, n_steps: int = 7, over: str = "data",
+    steps: int | None = None, seed: int = 0, index: int | None = None,
+) -> Path:  # fmt: skip
+    """``factordiff traverse``: one row per unit, its value walked with the rest fixed."""
+    import torch
+
+    rs = np.random.RandomState(seed)
+    i = int(rs.randint(len(dataset))) if index is None else index
+    image = _rgb(dataset.images_at(np.array([i])))[0]
+    reference = _rgb(dataset.images_at(np.sort(rs.choice(len(dataset), min(len(dataset), 1000),
+                                                         replace=False))))  # fmt: skip
+    walks, labels = traverse_units(model, image, reference, n_steps, over)
+    width = max(len(w) for w in walks)
+    out_imgs = model.decode(torch.cat(walks), steps, seed=seed)
+    rows, start = [], 0
+    for w in walks:
+        row = out_imgs[start : start + len(w)]
+        start += len(w)
+        pad = np.zeros((width - len(w), *row.shape[1:]), dtype=np.uint8)
+        rows.append(np.concatenate([row, pad]))
+    source = _resize_uint8(image[None], out_imgs.shape[1])
+    grid = np.concatenate([np.repeat(source[None], len(rows), axis=0), np.stack(rows)], axis=1)
+    quantiles = [f"{p:.0f} %" for p in np.linspace(2, 98, n_steps)]
+    return save_grid(
+        grid, out,
+        row_labels=[f"unit {k}" for k in range(len(walks))],
+        col_labels=["image", *quantiles] if over == "data" else None,
+        title=f"traversal of each unit over the {over} (image {i}), others fixed",
+        row_counts=[len(w) + 1 for w in walks],
+    )  # fmt: skip
+
+
 def save_reconstruction_grid(
     model, dataset, out: str | Path, n_images: int = 8, steps: int | None = None, seed: int = 0
 ) -> Path:

@@ -10,6 +10,7 @@ frechet_distance``.
 
 from factordiff.metrics.beta_vae import beta_vae
 from factordiff.metrics.dci import dci
+from factordiff.metrics.downstream import downstream
 from factordiff.metrics.evaluate import HEADLINE, PROTOCOL, evaluate, headline
 from factordiff.metrics.factor_vae import factor_vae
 from factordiff.metrics.mig import mig
@@ -34,6 +35,7 @@ __all__ = [
     "MetricInputError",
     "beta_vae",
     "dci",
+    "downstream",
     "evaluate",
     "headline",
     "HEADLINE",

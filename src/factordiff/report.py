@@ -1,0 +1,190 @@
+"""``factordiff report RUN``: one self-contained ``report.html`` for a trained run.
+
+Everything is embedded (PNG figures as data URIs, no scripts, no network), so the file
+can be mailed or attached to a paper's supplement and opens in any browser. Sections:
+config, training curves, metrics with the protocol settings, reconstructions, latent
+interchange (grid and score), traversals, the DCI importance heatmap, unit histograms and
+anchors, cross-attention maps, downstream accuracy, and how to reproduce the run.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from factordiff import plots, viz
+from factordiff.attention_maps import save_attention_figure
+from factordiff.metrics.evaluate import HEADLINE
+from factordiff.metrics.representation import UnitPCA
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; }
+table { border-collapse: collapse; margin: .5em 0; } td, th { border: 1px solid #ccc;
+padding: .25em .6em; text-align: right; } th { background: #f4f4f4; }
+img { max-width: 100%; } pre { background: #f7f7f7; padding: .8em; overflow-x: auto; }
+.note { color: #555; font-size: .92em; }
+"""
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    def cell(v):
+        return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _metrics_section(results: dict) -> str:
+    rows = []
+    for name, keys in HEADLINE.items():
+        if name in results:
+            rows += [[name, k, results[name][k]] for k in keys if k in results[name]]
+    protocol = results.get("protocol", {})
+    note = (f"Protocol: seed {protocol.get('seed')}, representation "
+            f"{protocol.get('representation')}, scale {protocol.get('scale')} of the "
+            "disentanglement_lib sample counts (1.0 is comparable with published tables), "
+            f"DCI trees: {protocol.get('dci_backend')}.")  # fmt: skip
+    sizes = protocol.get("sizes", {})
+    size_rows = [[m, ", ".join(f"{k}={v}" for k, v in s.items())] for m, s in sizes.items()]
+    return (_table(["metric", "score", "value"], rows) + f"<p class='note'>{html.escape(note)}</p>"
+            + _table(["metric", "sample sizes"], size_rows))  # fmt: skip
+
+
+def _interchange_section(res: dict) -> str:
+    names = res["factor_names"]
+    rows = [[f"unit {k}", *shares, res["per_unit_exactly_one"][k]]
+            for k, shares in enumerate(res["per_unit_changed_share"])]  # fmt: skip
+    acc = res.get("classifier_held_out_accuracy") or {}
+    summary = (f"Share of swaps changing exactly one factor: {res['exactly_one']:.3f} "
+               f"(none: {res['none']:.3f}, several: {res['several']:.3f}); "
+               f"{res['settings']['n_pairs']} pairs, {res['settings']['ddim_steps']} DDIM steps. "
+               "Factor classifier held-out accuracy: "
+               + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))  # fmt: skip
+    return (f"<p>{html.escape(summary)}</p>"
+            + _table(["unit", *[f"changed {n}" for n in names], "exactly one"], rows))  # fmt: skip
+
+
+def _downstream_section(res: dict) -> str:
+    rows = []
+    for name, r in res.items():
+        acc = {int(k): v for k, v in r["accuracy"].items()}
+        eff = r["sample_efficiency"]
+        rows.append([name, *[acc[n] for n in sorted(acc, reverse=True)], *eff.values()])
+    first = next(iter(res.values()))
+    sizes = sorted((int(k) for k in first["accuracy"]), reverse=True)
+    header = ["representation", *[f"acc@{n}" for n in sizes], *first["sample_efficiency"]]
+    return _table(header, rows)
+
+
+def write_report(
+    model,
+    dataset,
+    run_dir: Path,
+    out: Path,
+    *,
+    results: dict | None = None,
+    downstream: dict | None = None,
+    interchange: dict | None = None,
+    steps: int | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Render every section into ``out`` (HTML). ``results``: metrics as
+    ``fd.metrics.evaluate`` returns them (or from eval.json); missing parts are skipped
+    with a note saying how to produce them."""
+    cfg = model.config
+    sections: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+
+        def figure(title: str, make: Callable[[Path], Path], note: str = "") -> None:
+            log(f"report: {title}")
+            path = make(tmp / f"{len(sections)}.png")
+            text = f"<p class='note'>{html.escape(note)}</p>" if note else ""
+            sections.append((title, _img(path, title) + text))
+
+        config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+        sections.append(("Config", f"<pre>{html.escape(config_text)}</pre>"))
+        metrics_log = run_dir / "metrics.jsonl"
+        if metrics_log.is_file():
+            figure("Training curves", lambda p: plots.save_training_curves(metrics_log, p))
+        if results is not None:
+            sections.append(("Metrics", _metrics_section(results)))
+            if "dci" in results:
+                figure("DCI importance", lambda p: plots.save_importance_heatmap(
+                    np.asarray(results["dci"]["importance_matrix"]),
+                    list(dataset.factor_names), p))  # fmt: skip
+        else:
+            sections.append(("Metrics", "<p>Not evaluated: run <code>factordiff eval RUN</code> "
+                             "first (or pass --scale to the report).</p>"))  # fmt: skip
+        figure("Reconstructions", lambda p: viz.save_reconstruction_grid(
+            model, dataset, p, steps=steps), "Top: originals; bottom: DDIM from the units.",
+        )  # fmt: skip
+        figure("Latent interchange", lambda p: viz.save_swap_grid(model, dataset, p, steps=steps),
+               "Column k: the source regenerated with unit k taken from the target.")  # fmt: skip
+        if interchange is not None:
+            sections.append(("Interchange score", _interchange_section(interchange)))
+        figure("Traversals", lambda p: viz.save_traverse_grid(model, dataset, p, steps=steps),
+               "Each unit's scalar walked over its 2-98 % quantiles on 1000 images.")  # fmt: skip
+        if model.anchors is not None:
+            figure("Traversals over anchors", lambda p: viz.save_traverse_grid(
+                model, dataset, p, over="anchors", steps=steps))  # fmt: skip
+        figure(
+            "Unit histograms",
+            lambda p: _unit_histograms(model, dataset, p),
+            "Red lines: DyGA anchors projected like the codes." if model.anchors else "",
+        )
+        image = viz._rgb(dataset.images_at(np.array([0])))[0]
+        figure(
+            "Cross-attention maps",
+            lambda p: save_attention_figure(model, image, p),
+            "Attention of each pixel to each unit's token at three noise levels.",
+        )
+        if downstream is not None:
+            figure("Downstream accuracy", lambda p: plots.save_downstream_plot(downstream, p))
+            sections.append(("Downstream table", _downstream_section(downstream)))
+        reproduce = (f"factordiff train {run_dir}/config.yaml --out {run_dir}\n"
+                     f"factordiff eval {run_dir}\nfactordiff downstream {run_dir}\n"
+                     f"factordiff report {run_dir}")  # fmt: skip
+        sections.append(("How to reproduce", f"<pre>{html.escape(reproduce)}</pre>"))
+    body = "".join(f"<h2>{html.escape(t)}</h2>\n{c}\n" for t, c in sections)
+    title = f"factordiff report: {run_dir.name} ({cfg.data.name})"
+    page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>"
+            f"<body><h1>{html.escape(title)}</h1>\n{body}</body></html>\n")  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_suffix(".html.tmp")
+    tmp_out.write_text(page)
+    tmp_out.replace(out)
+    return out
+
+
+def _unit_histograms(model, dataset, out: Path) -> Path:
+    rs = np.random.RandomState(0)
+    images = dataset.images_at(np.sort(rs.choice(len(dataset), min(2000, len(dataset)), False)))
+    codes = np.asarray(model.represent(images))
+    anchors = None
+    if codes.ndim == 3:  # vector units: the per-unit PCA the metrics use
+        pca = UnitPCA.fit(codes)
+        codes = pca.transform(codes)
+        if model.anchors is not None:
+            anchors = [(u.means.cpu().double().numpy() - pca.mean[k]) @ pca.components[k]
+                       for k, u in enumerate(model.anchors.units)]  # fmt: skip
+    return plots.save_unit_histograms(codes, out, anchors)
+
+
+def load_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
