@@ -39,6 +39,7 @@ def run_demo(
     from factordiff import metrics
     from factordiff.metrics.evaluate import results_to_json
     from factordiff.pipeline import FactorDiffusion
+    from factordiff.report import write_report
     from factordiff.train import train
     from factordiff.viz import save_reconstruction_grid, save_swap_grid
 
@@ -86,6 +87,13 @@ def run_demo(
     files["metrics"] = out / "eval.json"
     files["reconstructions"] = save_reconstruction_grid(model, dataset, out / "reconstructions.png")
     files["latent interchange"] = save_swap_grid(model, dataset, out / "swap.png")
+    console.print("[bold]4. report[/] figures, metrics and how to reproduce, in one HTML file")
+    shipped_log = model_dir / "train_log.jsonl"  # the shipped model's training curves
+    files["report"] = write_report(
+        model, dataset, model_dir if shipped_log.is_file() else run, out / "report.html",
+        results=results, steps=cfg.diffusion.sample_steps,
+        metrics_log=shipped_log if shipped_log.is_file() else None, log=lambda m: None,
+    )  # fmt: skip
 
     table = Table(title=f"quick-start model on {dataset.name}")
     table.add_column("metric")

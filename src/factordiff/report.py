@@ -100,11 +100,13 @@ def write_report(
     downstream: dict | None = None,
     interchange: dict | None = None,
     steps: int | None = None,
+    metrics_log: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> Path:
     """Render every section into ``out`` (HTML). ``results``: metrics as
     ``fd.metrics.evaluate`` returns them (or from eval.json); missing parts are skipped
-    with a note saying how to produce them."""
+    with a note saying how to produce them. ``metrics_log``: the training log to plot
+    (default ``run_dir/metrics.jsonl``)."""
     cfg = model.config
     sections: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -116,9 +118,22 @@ def write_report(
             text = f"<p class='note'>{html.escape(note)}</p>" if note else ""
             sections.append((title, _img(path, title) + text))
 
+        m = cfg.model
+        overview = [
+            ["dataset", cfg.data.name],
+            ["first stage", f"{m.first_stage.kind}, latent {model.latent_shape}"],
+            ["latent units", f"{m.encoder.n_units} x {m.encoder.unit_dim} ({m.encoder.kind})"],
+            ["U-Net", f"{m.unet.model_channels} ch x {m.unet.channel_mult}"],
+            ["DyGA anchors", "yes" if model.anchors is not None else "no"],
+            ["Skip Dropout", m.unet.skip_dropout],
+            ["diffusion", f"{cfg.diffusion.prediction}, {cfg.diffusion.loss} loss"],
+            ["training", f"{cfg.train.max_steps} steps x batch {cfg.train.batch_size}"],
+        ]
         config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-        sections.append(("Config", f"<pre>{html.escape(config_text)}</pre>"))
-        metrics_log = run_dir / "metrics.jsonl"
+        sections.append(("Config", _table(["setting", "value"], overview)
+                         + "<details><summary>full config.yaml</summary>"
+                         f"<pre>{html.escape(config_text)}</pre></details>"))  # fmt: skip
+        metrics_log = metrics_log or run_dir / "metrics.jsonl"
         if metrics_log.is_file():
             figure("Training curves", lambda p: plots.save_training_curves(metrics_log, p))
         if results is not None:
@@ -147,6 +162,11 @@ def write_report(
             lambda p: _unit_histograms(model, dataset, p),
             "Red lines: DyGA anchors projected like the codes." if model.anchors else "",
         )
+        anchor_plots = sorted((run_dir / "samples").glob("anchors_*.png"))
+        if anchor_plots:  # written by the run at its newest DyGA refit
+            note = "Each unit's features on two principal axes; crosses: the Gaussians' means."
+            body = _img(anchor_plots[-1], "anchors") + f"<p class='note'>{note}</p>"
+            sections.append(("Anchors at the last refit", body))
         image = viz._rgb(dataset.images_at(np.array([0])))[0]
         figure(
             "Cross-attention maps",
