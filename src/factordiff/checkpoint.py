@@ -94,7 +94,10 @@ def save_checkpoint(
     else:
         tmp.rename(final)
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        # renamed first: a kill mid-delete leaves a partial directory, never a step_* one
+        doomed = root / f"{TMP_PREFIX}pruned-{old.name}"
+        old.rename(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
     return final
 
 

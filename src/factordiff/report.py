@@ -148,6 +148,11 @@ def write_report(
         figure("Reconstructions", lambda p: viz.save_reconstruction_grid(
             model, dataset, p, steps=steps), "Top: originals; bottom: DDIM from the units.",
         )  # fmt: skip
+        figure(
+            "Samples",
+            lambda p: viz.save_sample_grid(model, dataset, p, steps=steps),
+            "Each unit of each sample comes from a different random image.",
+        )
         figure("Latent interchange", lambda p: viz.save_swap_grid(model, dataset, p, steps=steps),
                "Column k: the source regenerated with unit k taken from the target.")  # fmt: skip
         if interchange is not None:

@@ -136,7 +136,7 @@ class StopRequest:
 
 def check_run_dir(run_dir: Path, checkpoint_bytes: int, keep: int) -> None:
     """Fail before training when ``run_dir`` cannot be written or cannot hold the
-    checkpoints: ``keep`` of them plus the one being written."""
+    checkpoints: ``keep`` of them plus the one being written, less those already there."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write-test-{os.getpid()}"
@@ -150,7 +150,8 @@ def check_run_dir(run_dir: Path, checkpoint_bytes: int, keep: int) -> None:
             f"cannot write to the run directory {run_dir}: {_error_text(exc)}. "
             "Choose a writable --out."
         ) from None
-    need = checkpoint_bytes * (keep + 1)
+    existing = len(list((run_dir / "checkpoints").glob("step_*")))  # pruned as new ones come
+    need = checkpoint_bytes * max(1, keep + 1 - existing)
     free = shutil.disk_usage(run_dir).free
     if free < need:
         raise RunDirError(

@@ -243,6 +243,26 @@ def save_traverse_grid(
     )  # fmt: skip
 
 
+def save_sample_grid(
+    model, dataset, out: str | Path, n_images: int = 16, steps: int | None = None, seed: int = 0
+) -> Path:
+    """Unconditional-style samples: each unit of each sample taken from a different random
+    image (units drawn independently from their marginals), so the grid shows new
+    combinations of whatever the units encode."""
+    import torch
+
+    rs = np.random.RandomState(seed + 2)
+    n_units = model.config.model.encoder.n_units
+    pool = _rgb(dataset.images_at(np.sort(rs.choice(len(dataset), n_images * 2, replace=False))))
+    units = model.encode(pool)
+    pick = torch.from_numpy(rs.randint(len(pool), size=(n_images, n_units)))
+    mixed = units[pick, torch.arange(n_units)]  # (n_images, N, D)
+    images = model.decode(mixed, steps, seed=seed)
+    cols = min(8, n_images)
+    grid = images[: (n_images // cols) * cols].reshape(-1, cols, *images.shape[1:])
+    return save_grid(grid, out, title="samples: every unit from a different image")
+
+
 def save_reconstruction_grid(
     model, dataset, out: str | Path, n_images: int = 8, steps: int | None = None, seed: int = 0
 ) -> Path:
