@@ -174,11 +174,11 @@ def test_report_is_self_contained_valid_html_with_every_section(report: Path) ->
     page.feed(text)
     assert page.stack == []
     for section in ["Config", "Training curves", "Metrics", "DCI importance", "Reconstructions",
-                    "Latent interchange", "Traversals", "Traversals over anchors",
+                    "Samples", "Latent interchange", "Traversals", "Traversals over anchors",
                     "Unit histograms", "Anchors at the last refit", "Cross-attention maps",
                     "How to reproduce"]:  # fmt: skip
         assert section in page.headings
-    assert len(page.images) == 9  # 8 figures + the run's newest anchor plot
+    assert len(page.images) == 10  # 9 figures + the run's newest anchor plot
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
         _png(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
