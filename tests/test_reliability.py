@@ -33,7 +33,7 @@ from factordiff.run_guard import RunDirError, TrainingStoppedError
 from factordiff.train import train
 from test_training import TINY, log, tiny
 
-STEPS = 40
+STEPS = 80
 RUN_ARGS = [*TINY, f"train.max_steps={STEPS}", "train.checkpoint_every=4", "train.log_every=4"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -110,7 +110,7 @@ def test_kill_9_at_random_moments_resumes_to_the_same_weights(
             assert tmp_checkpoints(run), "the kill did not land during a checkpoint write"
         else:  # once training has made progress, at a random moment of the next steps
             wait_for(proc, lambda b=before: newest_step(run) > b)
-            time.sleep(rng.uniform(0.0, 0.5))
+            time.sleep(rng.uniform(0.0, 0.2))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         done = latest_checkpoint(run)
