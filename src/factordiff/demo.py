@@ -39,7 +39,7 @@ def run_demo(
     from factordiff import metrics
     from factordiff.metrics.evaluate import results_to_json
     from factordiff.pipeline import FactorDiffusion
-    from factordiff.report import write_report
+    from factordiff.report import load_json, write_report
     from factordiff.train import train
     from factordiff.viz import save_reconstruction_grid, save_swap_grid
 
@@ -93,6 +93,8 @@ def run_demo(
         model, dataset, model_dir if shipped_log.is_file() else run, out / "report.html",
         results=results, steps=cfg.diffusion.sample_steps,
         metrics_log=shipped_log if shipped_log.is_file() else None, log=lambda m: None,
+        downstream=load_json(model_dir / "downstream.json"),  # measured with the model
+        interchange=load_json(model_dir / "interchange.json"),
     )  # fmt: skip
 
     table = Table(title=f"quick-start model on {dataset.name}")
