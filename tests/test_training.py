@@ -204,7 +204,7 @@ def test_cli_train_then_eval(tmp_path: Path) -> None:
     res = _run([sys.executable, "-m", "factordiff", "train", "quickstart", *TINY,
                 "train.max_steps=2", "--out", str(run)])  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "from_pretrained" in res.stdout
+    assert "fd.load_pretrained" in res.stdout
     res = _run([sys.executable, "-m", "factordiff", "eval", str(run), "--metrics", "mig,dci",
                 "--scale", "0.02"])  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]

@@ -9,7 +9,14 @@ from factordiff import data
 from factordiff.errors import FactordiffError
 
 __version__ = "0.1.0"
-__all__ = ["FactorDiffusion", "FactordiffError", "__version__", "data", "metrics"]
+__all__ = [
+    "FactorDiffusion",
+    "FactordiffError",
+    "__version__",
+    "data",
+    "load_pretrained",
+    "metrics",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -17,6 +24,6 @@ def __getattr__(name: str) -> Any:
     on first use, so that ``import factordiff`` and the data commands stay fast."""
     if name == "metrics":
         return importlib.import_module("factordiff.metrics")
-    if name == "FactorDiffusion":
-        return importlib.import_module("factordiff.pipeline").FactorDiffusion
+    if name in ("FactorDiffusion", "load_pretrained"):
+        return getattr(importlib.import_module("factordiff.pipeline"), name)
     raise AttributeError(f"module 'factordiff' has no attribute {name!r}")

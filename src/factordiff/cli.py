@@ -198,7 +198,7 @@ def train(
     from factordiff.train import train as run_training
 
     ckpt = run_training(load_config(config, overrides or []), out)
-    console.print(f"done: {ckpt}\nload it with fd.FactorDiffusion.from_pretrained({str(out)!r})")
+    console.print(f"done: {ckpt}\nload it with fd.load_pretrained({str(out)!r})")
 
 
 @app.command("eval")
@@ -218,10 +218,10 @@ def eval_command(
 ) -> None:
     """Score a trained model with the paper protocol (disentanglement_lib settings)."""
     from factordiff import metrics as fd_metrics
-    from factordiff.pipeline import FactorDiffusion
+    from factordiff.pipeline import load_pretrained
     from factordiff.train import load_dataset
 
-    model = FactorDiffusion.from_pretrained(run_dir, device=device)
+    model = load_pretrained(run_dir, device=device)
     cfg = model.config
     names = [m.strip() for m in metrics.split(",")] if metrics else list(cfg.eval.metrics)
     results = fd_metrics.evaluate(
@@ -233,10 +233,10 @@ def eval_command(
 
 
 def _load_run(run_dir: Path, device: str):
-    from factordiff.pipeline import FactorDiffusion
+    from factordiff.pipeline import load_pretrained
     from factordiff.train import load_dataset
 
-    model = FactorDiffusion.from_pretrained(run_dir, device=device)
+    model = load_pretrained(run_dir, device=device)
     return model, load_dataset(model.config)
 
 

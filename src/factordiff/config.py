@@ -74,10 +74,21 @@ class UNetConfig:
 
 
 @dataclass
+class VAEConfig:
+    """The beta-VAE family baselines (``model.family`` betavae / betatcvae / factorvae)."""
+
+    latent_dim: int = 10
+    beta: float = 4.0  # beta-VAE: weight of the KL; beta-TCVAE: weight of the TC
+    gamma: float = 10.0  # FactorVAE: weight of the TC
+
+
+@dataclass
 class ModelConfig:
+    family: str = "diffusion"  # diffusion (EncDiff / DyGA) | betavae | betatcvae | factorvae
     first_stage: FirstStageConfig = field(default_factory=FirstStageConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
 
 
 @dataclass
@@ -123,6 +134,7 @@ class TrainConfig:
     max_steps: int = 90000
     ema_decay: float = 0.9999
     mixed_precision: str = "no"  # no | fp16 | bf16
+    weight_decay: float = 0.01  # AdamW's (torch's default, as LDM); 0 for the VAE baselines
     grad_clip: float = 0.0  # 0: off
     max_bad_steps: int = 25  # stop after this many non-finite steps in a row (each is skipped)
     seed: int = 42
@@ -157,6 +169,7 @@ class Config:
 
 #: Allowed values of the string options, checked by ``validate``.
 CHOICES: dict[str, tuple[str, ...]] = {
+    "model.family": ("diffusion", "betavae", "betatcvae", "factorvae"),
     "model.first_stage.kind": ("vq", "kl", "unshuffle", "none"),
     "model.encoder.kind": ("encdiff", "dyga"),
     "diffusion.beta_schedule": ("scaled_linear", "linear"),
@@ -363,6 +376,12 @@ def validate(cfg: Config) -> None:
     for key in ["train.base_lr", "model.first_stage.lr"]:
         if _get(cfg, key) <= 0:
             raise ConfigError(f"{key} must be > 0; got {_get(cfg, key)}")
+    if cfg.model.family != "diffusion" and cfg.anchoring.enabled:
+        raise ConfigError(
+            f"anchoring.enabled: DyGA anchors need the diffusion model, not {cfg.model.family}"
+        )
+    if cfg.model.vae.latent_dim <= 0:
+        raise ConfigError(f"model.vae.latent_dim must be > 0; got {cfg.model.vae.latent_dim}")
     if cfg.model.encoder.fsq_levels < 0 or cfg.model.encoder.fsq_levels == 1:
         raise ConfigError(
             f"model.encoder.fsq_levels must be 0 (off) or >= 2; got {cfg.model.encoder.fsq_levels}"

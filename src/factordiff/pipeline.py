@@ -44,71 +44,28 @@ def resolve_image_size(cfg: Config) -> int:
     return size
 
 
-class FactorDiffusion(nn.Module):
+class ImageModel(nn.Module):
+    """What every trainable model of factordiff shares: images in, latent units (B, N, D)
+    out and back, persistence. ``FactorDiffusion`` and the VAE baselines build on it."""
+
+    #: ``from_pretrained`` of a run directory loads the EMA weights into ``ema_module``
+    loads_ema = True
+
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.config = config
-        m = config.model
         self.image_size = resolve_image_size(config)
-        fs = m.first_stage
-        self.first_stage = FirstStage(
-            fs.kind,
-            3,
-            fs.embed_dim,
-            fs.n_embed,
-            fs.channels,
-            fs.channel_mult,
-            fs.num_res_blocks,
-            fs.patch_size,
-        )
-        self.first_stage.requires_grad_(False)
-        e = m.encoder
-        self.encoder = UnitEncoder(
-            e.kind, self.image_size, 3, e.n_units, e.unit_dim, e.channels, e.mlp_hidden,
-            e.fc_hidden, e.fsq_levels,
-        )  # fmt: skip
-        u = m.unet
-        self.unet = UNet(
-            self.first_stage.latent_channels, e.unit_dim, u.model_channels, u.channel_mult,
-            u.num_res_blocks, u.attention_resolutions, u.num_heads, u.dropout, u.skip_dropout,
-            u.skip_dropout_resolutions or None,
-        )  # fmt: skip
-        side = self.image_size // self.first_stage.downsample
-        self.latent_shape = (self.first_stage.latent_channels, side, side)
         self.anchors: Anchors | None = None  # DyGA: set by training (refits) or loading
-        self.noise_scheduler = train_scheduler(config.diffusion)
-        self.sampler = ddim_scheduler(config.diffusion, clip_sample=self.first_stage.model is None)
 
-    # -- training -------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The diffusion loss of a batch of images (the only training signal)."""
-        with torch.no_grad():
-            z0 = self.first_stage.encode(x)
-        tokens = self.units(x)
-        return diffusion_loss(
-            self.unet, z0, tokens, self.noise_scheduler, noise, t, self.config.diffusion.loss
-        )
+    @property
+    def n_units(self) -> int:
+        raise NotImplementedError
 
-    def units(self, x: torch.Tensor) -> torch.Tensor:
-        """The encoder's tokens (B, N, D), aligned to the DyGA anchors when there are any."""
-        _, tokens = self.encoder(x)
-        if self.anchors is None:
-            return tokens
-        aligned = self.anchors.align(tokens)
-        if self.config.anchoring.straight_through:
-            return tokens + (aligned - tokens).detach()
-        return aligned
+    @property
+    def ema_module(self) -> nn.Module:
+        """The part whose weights the trainer averages (EMA)."""
+        raise NotImplementedError
 
-    def set_anchors(self, units: list | None) -> None:
-        """Install fitted ``UnitMixture``s (one per unit) with the config's alignment options."""
-        a = self.config.anchoring
-        self.anchors = (
-            None
-            if units is None
-            else Anchors(units, strength=a.strength, mode=a.mode, tau=a.tau, fixed_lam=a.fixed_lam)
-        )
-
-    # -- inference ------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -147,6 +104,160 @@ class FactorDiffusion(nn.Module):
             for i in range(0, len(images), batch_size)
         ]
 
+    def reconstruct(
+        self, images: np.ndarray | torch.Tensor, steps: int | None = None, **kwargs
+    ) -> np.ndarray | torch.Tensor:
+        """Encode then regenerate: what the units alone preserve of each image."""
+        return self.decode(self.encode(images), steps, **kwargs)
+
+    def swap(
+        self,
+        images_a: np.ndarray | torch.Tensor,
+        images_b: np.ndarray | torch.Tensor,
+        unit: int,
+        steps: int | None = None,
+        **kwargs,
+    ) -> np.ndarray | torch.Tensor:
+        """Latent interchange: the units of ``images_a`` with unit ``unit`` taken from
+        ``images_b`` (row by row), regenerated."""
+        n_units = self.n_units
+        if not 0 <= unit < n_units:
+            raise ValueError(f"unit must be in [0, {n_units}), got {unit}")
+        if len(images_a) != len(images_b):
+            raise ValueError(
+                f"images_a and images_b differ in length: {len(images_a)} vs {len(images_b)}"
+            )
+        units = self.encode(images_a)
+        units[:, unit] = self.encode(images_b)[:, unit]
+        return self.decode(units, steps, **kwargs)
+
+    # -- persistence ----------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """``config.yaml`` + ``model.safetensors`` (the U-Net holds its EMA weights when
+        the model came from a run's checkpoint); load with ``from_pretrained``.
+        ``dtype=torch.float16`` halves the file; weights load back as float32."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_config(self.config, directory / "config.yaml")
+        tensors = {
+            k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
+            .detach().cpu().contiguous()
+            for k, v in self.state_dict().items()
+        }  # fmt: skip
+        tmp = directory / f".{WEIGHTS}.tmp"
+        save_file(tensors, tmp, metadata={"format": "factordiff"})
+        tmp.replace(directory / WEIGHTS)
+        if self.anchors is not None:
+            save_file(self.anchors.state_tensors(), directory / ANCHORS)
+        return directory
+
+    def load_anchors(self, directory: Path) -> None:
+        """DyGA anchors from ``directory/anchors.safetensors``, if the run had any."""
+        if (directory / ANCHORS).is_file():
+            tensors = load_tensors(directory, ANCHORS.removesuffix(".safetensors"))
+            self.set_anchors(Anchors.from_state_tensors(tensors).units)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, *, device: str | torch.device = "cpu", use_ema: bool = True
+    ) -> ImageModel:
+        """From a ``save_pretrained`` directory, or from a run directory (its newest
+        checkpoint; the U-Net's EMA weights unless ``use_ema=False``)."""
+        path = Path(path)
+        if not (path / "config.yaml").is_file():
+            raise CheckpointError(
+                f"{path} has no config.yaml: not a run directory or a saved model"
+            )
+        model = cls(load_config(path / "config.yaml"))
+        if (path / WEIGHTS).is_file():
+            load_into(
+                model, load_tensors(path, WEIGHTS.removesuffix(".safetensors")), str(path / WEIGHTS)
+            )
+            model.load_anchors(path)
+        else:
+            ckpt = latest_checkpoint(path)
+            if ckpt is None:
+                raise CheckpointError(
+                    f"{path} has neither {WEIGHTS} nor a complete checkpoint under checkpoints/"
+                )
+            load_into(model, load_tensors(ckpt, "model"), str(ckpt / "model.safetensors"))
+            if use_ema and cls.loads_ema and (ckpt / "ema.safetensors").is_file():
+                ema = load_tensors(ckpt, "ema")
+                load_into(model.ema_module, ema, str(ckpt / "ema.safetensors"))
+            model.load_anchors(ckpt)
+        return model.to(device).eval()
+
+
+class FactorDiffusion(ImageModel):
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        m = config.model
+        fs = m.first_stage
+        self.first_stage = FirstStage(
+            fs.kind,
+            3,
+            fs.embed_dim,
+            fs.n_embed,
+            fs.channels,
+            fs.channel_mult,
+            fs.num_res_blocks,
+            fs.patch_size,
+        )
+        self.first_stage.requires_grad_(False)
+        e = m.encoder
+        self.encoder = UnitEncoder(
+            e.kind, self.image_size, 3, e.n_units, e.unit_dim, e.channels, e.mlp_hidden,
+            e.fc_hidden, e.fsq_levels,
+        )  # fmt: skip
+        u = m.unet
+        self.unet = UNet(
+            self.first_stage.latent_channels, e.unit_dim, u.model_channels, u.channel_mult,
+            u.num_res_blocks, u.attention_resolutions, u.num_heads, u.dropout, u.skip_dropout,
+            u.skip_dropout_resolutions or None,
+        )  # fmt: skip
+        side = self.image_size // self.first_stage.downsample
+        self.latent_shape = (self.first_stage.latent_channels, side, side)
+        self.noise_scheduler = train_scheduler(config.diffusion)
+        self.sampler = ddim_scheduler(config.diffusion, clip_sample=self.first_stage.model is None)
+
+    @property
+    def n_units(self) -> int:
+        return self.config.model.encoder.n_units
+
+    @property
+    def ema_module(self) -> nn.Module:
+        return self.unet
+
+    # -- training -------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The diffusion loss of a batch of images (the only training signal)."""
+        with torch.no_grad():
+            z0 = self.first_stage.encode(x)
+        tokens = self.units(x)
+        return diffusion_loss(
+            self.unet, z0, tokens, self.noise_scheduler, noise, t, self.config.diffusion.loss
+        )
+
+    def units(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's tokens (B, N, D), aligned to the DyGA anchors when there are any."""
+        _, tokens = self.encoder(x)
+        if self.anchors is None:
+            return tokens
+        aligned = self.anchors.align(tokens)
+        if self.config.anchoring.straight_through:
+            return tokens + (aligned - tokens).detach()
+        return aligned
+
+    def set_anchors(self, units: list | None) -> None:
+        """Install fitted ``UnitMixture``s (one per unit) with the config's alignment options."""
+        a = self.config.anchoring
+        self.anchors = (
+            None
+            if units is None
+            else Anchors(units, strength=a.strength, mode=a.mode, tau=a.tau, fixed_lam=a.fixed_lam)
+        )
+
+    # -- inference ------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Latent units (B, N, D): the tokens the U-Net attends to."""
@@ -200,84 +311,18 @@ class FactorDiffusion(nn.Module):
             x = self.first_stage.decode(z).clamp(-1, 1)
         return to_uint8(x) if output_type == "np" else x
 
-    def reconstruct(
-        self, images: np.ndarray | torch.Tensor, steps: int | None = None, **kwargs
-    ) -> np.ndarray | torch.Tensor:
-        """Encode then regenerate: what the units alone preserve of each image."""
-        return self.decode(self.encode(images), steps, **kwargs)
 
-    def swap(
-        self,
-        images_a: np.ndarray | torch.Tensor,
-        images_b: np.ndarray | torch.Tensor,
-        unit: int,
-        steps: int | None = None,
-        **kwargs,
-    ) -> np.ndarray | torch.Tensor:
-        """Latent interchange: the units of ``images_a`` with unit ``unit`` taken from
-        ``images_b`` (row by row), regenerated."""
-        n_units = self.config.model.encoder.n_units
-        if not 0 <= unit < n_units:
-            raise ValueError(f"unit must be in [0, {n_units}), got {unit}")
-        if len(images_a) != len(images_b):
-            raise ValueError(
-                f"images_a and images_b differ in length: {len(images_a)} vs {len(images_b)}"
-            )
-        units = self.encode(images_a)
-        units[:, unit] = self.encode(images_b)[:, unit]
-        return self.decode(units, steps, **kwargs)
+def load_pretrained(
+    path: str | Path, *, device: str | torch.device = "cpu", use_ema: bool = True
+) -> ImageModel:
+    """``from_pretrained`` of the model class the run's config names (``model.family``):
+    ``FactorDiffusion``, or a VAE baseline."""
+    path = Path(path)
+    if not (path / "config.yaml").is_file():
+        raise CheckpointError(f"{path} has no config.yaml: not a run directory or a saved model")
+    family = load_config(path / "config.yaml").model.family
+    if family == "diffusion":
+        return FactorDiffusion.from_pretrained(path, device=device, use_ema=use_ema)
+    from factordiff.baseline_pipeline import VAEModel
 
-    # -- persistence ----------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
-        """``config.yaml`` + ``model.safetensors`` (the U-Net holds its EMA weights when
-        the model came from a run's checkpoint); load with ``from_pretrained``.
-        ``dtype=torch.float16`` halves the file; weights load back as float32."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_config(self.config, directory / "config.yaml")
-        tensors = {
-            k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
-            .detach().cpu().contiguous()
-            for k, v in self.state_dict().items()
-        }  # fmt: skip
-        tmp = directory / f".{WEIGHTS}.tmp"
-        save_file(tensors, tmp, metadata={"format": "factordiff"})
-        tmp.replace(directory / WEIGHTS)
-        if self.anchors is not None:
-            save_file(self.anchors.state_tensors(), directory / ANCHORS)
-        return directory
-
-    def load_anchors(self, directory: Path) -> None:
-        """DyGA anchors from ``directory/anchors.safetensors``, if the run had any."""
-        if (directory / ANCHORS).is_file():
-            tensors = load_tensors(directory, ANCHORS.removesuffix(".safetensors"))
-            self.set_anchors(Anchors.from_state_tensors(tensors).units)
-
-    @classmethod
-    def from_pretrained(
-        cls, path: str | Path, *, device: str | torch.device = "cpu", use_ema: bool = True
-    ) -> FactorDiffusion:
-        """From a ``save_pretrained`` directory, or from a run directory (its newest
-        checkpoint; the U-Net's EMA weights unless ``use_ema=False``)."""
-        path = Path(path)
-        if not (path / "config.yaml").is_file():
-            raise CheckpointError(
-                f"{path} has no config.yaml: not a run directory or a saved model"
-            )
-        model = cls(load_config(path / "config.yaml"))
-        if (path / WEIGHTS).is_file():
-            load_into(
-                model, load_tensors(path, WEIGHTS.removesuffix(".safetensors")), str(path / WEIGHTS)
-            )
-            model.load_anchors(path)
-        else:
-            ckpt = latest_checkpoint(path)
-            if ckpt is None:
-                raise CheckpointError(
-                    f"{path} has neither {WEIGHTS} nor a complete checkpoint under checkpoints/"
-                )
-            load_into(model, load_tensors(ckpt, "model"), str(ckpt / "model.safetensors"))
-            if use_ema and (ckpt / "ema.safetensors").is_file():
-                load_into(model.unet, load_tensors(ckpt, "ema"), str(ckpt / "ema.safetensors"))
-            model.load_anchors(ckpt)
-        return model.to(device).eval()
+    return VAEModel.from_pretrained(path, device=device, use_ema=use_ema)

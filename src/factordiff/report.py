@@ -118,17 +118,7 @@ def write_report(
             text = f"<p class='note'>{html.escape(note)}</p>" if note else ""
             sections.append((title, _img(path, title) + text))
 
-        m = cfg.model
-        overview = [
-            ["dataset", cfg.data.name],
-            ["first stage", f"{m.first_stage.kind}, latent {model.latent_shape}"],
-            ["latent units", f"{m.encoder.n_units} x {m.encoder.unit_dim} ({m.encoder.kind})"],
-            ["U-Net", f"{m.unet.model_channels} ch x {m.unet.channel_mult}"],
-            ["DyGA anchors", "yes" if model.anchors is not None else "no"],
-            ["Skip Dropout", m.unet.skip_dropout],
-            ["diffusion", f"{cfg.diffusion.prediction}, {cfg.diffusion.loss} loss"],
-            ["training", f"{cfg.train.max_steps} steps x batch {cfg.train.batch_size}"],
-        ]
+        overview = _overview(model)
         config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
         sections.append(("Config", _table(["setting", "value"], overview)
                          + "<details><summary>full config.yaml</summary>"
@@ -173,11 +163,12 @@ def write_report(
             body = _img(anchor_plots[-1], "anchors") + f"<p class='note'>{note}</p>"
             sections.append(("Anchors at the last refit", body))
         image = viz._rgb(dataset.images_at(np.array([0])))[0]
-        figure(
-            "Cross-attention maps",
-            lambda p: save_attention_figure(model, image, p),
-            "Attention of each pixel to each unit's token at three noise levels.",
-        )
+        if hasattr(model, "unet"):  # the diffusion model; the VAE baselines have none
+            figure(
+                "Cross-attention maps",
+                lambda p: save_attention_figure(model, image, p),
+                "Attention of each pixel to each unit's token at three noise levels.",
+            )
         if downstream is not None:
             figure("Downstream accuracy", lambda p: plots.save_downstream_plot(downstream, p))
             sections.append(("Downstream table", _downstream_section(downstream)))
@@ -195,6 +186,26 @@ def write_report(
     tmp_out.write_text(page)
     tmp_out.replace(out)
     return out
+
+
+def _overview(model) -> list[list]:
+    """The settings a reader compares first, as (name, value) rows."""
+    cfg, m = model.config, model.config.model
+    training = f"{cfg.train.max_steps} steps x batch {cfg.train.batch_size}"
+    if m.family != "diffusion":
+        weight = f"gamma {m.vae.gamma}" if m.family == "factorvae" else f"beta {m.vae.beta}"
+        about = f"{m.family} baseline, {m.vae.latent_dim} latents, {weight}"
+        return [["dataset", cfg.data.name], ["model", about], ["training", training]]
+    return [
+        ["dataset", cfg.data.name],
+        ["first stage", f"{m.first_stage.kind}, latent {model.latent_shape}"],
+        ["latent units", f"{m.encoder.n_units} x {m.encoder.unit_dim} ({m.encoder.kind})"],
+        ["U-Net", f"{m.unet.model_channels} ch x {m.unet.channel_mult}"],
+        ["DyGA anchors", "yes" if model.anchors is not None else "no"],
+        ["Skip Dropout", m.unet.skip_dropout],
+        ["diffusion", f"{cfg.diffusion.prediction}, {cfg.diffusion.loss} loss"],
+        ["training", training],
+    ]
 
 
 def _unit_histograms(model, dataset, out: Path) -> Path:

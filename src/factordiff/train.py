@@ -46,7 +46,7 @@ from factordiff.data.loader import TorchFactorDataset
 from factordiff.diffusion import sample_timesteps
 from factordiff.errors import ConfigError
 from factordiff.models.anchoring import fit_anchors
-from factordiff.pipeline import FactorDiffusion, resolve_image_size
+from factordiff.pipeline import FactorDiffusion, ImageModel, resolve_image_size
 from factordiff.run_guard import (
     RunDirError,
     RunLock,
@@ -191,7 +191,7 @@ def refit_due(cfg: Config, step: int, per_epoch: int) -> bool:
 
 
 def refit_anchors(
-    model: FactorDiffusion, dataset: FactorDataset, cfg: Config, step: int, plot: Path | None = None
+    model: ImageModel, dataset: FactorDataset, cfg: Config, step: int, plot: Path | None = None
 ) -> list:
     """Fit one mixture per unit on the (unaligned) units of up to ``max_points`` images;
     ``plot``: also draw the units' features with their anchors there."""
@@ -243,7 +243,7 @@ def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> 
 
 
 def train_first_stage(
-    model: FactorDiffusion,
+    model: ImageModel,
     data: StepBatches,
     dataset,
     cfg: Config,
@@ -258,7 +258,7 @@ def train_first_stage(
     holds a first stage that is finished in every respect.
     """
     fs = model.first_stage
-    if fs.model is None or bool(fs.calibrated):
+    if fs is None or fs.model is None or bool(fs.calibrated):
         return False
     fs.requires_grad_(True).train()
     lr = cfg.model.first_stage.lr * (cfg.train.batch_size if cfg.train.scale_lr else 1)
@@ -303,7 +303,7 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
     dataset = load_dataset(cfg)
     cfg.data.image_size = resolve_image_size(cfg)
     torch.manual_seed(t.seed)  # same initial weights on every process
-    model = FactorDiffusion(cfg).to(acc.device)
+    model = build_model(cfg).to(acc.device)
     with ExitStack() as guards:
         stop = guards.enter_context(StopRequest())
         failure = None
@@ -325,10 +325,19 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
         return _train_guarded(cfg, run_dir, acc, model, dataset, stop, progress)
 
 
-def checkpoint_bytes(model: FactorDiffusion) -> int:
-    """Bytes of one checkpoint: the model, the EMA U-Net and AdamW's two moments."""
+def build_model(cfg: Config) -> ImageModel:
+    """The model ``model.family`` names: EncDiff / DyGA, or a beta-VAE family baseline."""
+    if cfg.model.family == "diffusion":
+        return FactorDiffusion(cfg)
+    from factordiff.baseline_pipeline import VAEModel
+
+    return VAEModel(cfg)
+
+
+def checkpoint_bytes(model: ImageModel) -> int:
+    """Bytes of one checkpoint: the model, the EMA weights and AdamW's two moments."""
     size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    ema = sum(p.numel() * p.element_size() for p in model.unet.parameters())
+    ema = sum(p.numel() * p.element_size() for p in model.ema_module.parameters())
     trained = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     return size + ema + 2 * trained
 
@@ -337,7 +346,7 @@ def _train_guarded(
     cfg: Config,
     run_dir: Path,
     acc: Accelerator,
-    model: FactorDiffusion,
+    model: ImageModel,
     dataset: FactorDataset,
     stop: StopRequest,
     progress: bool,
@@ -348,10 +357,10 @@ def _train_guarded(
     data = StepBatches(len(dataset), t.batch_size, t.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     lr = t.base_lr * (t.batch_size if t.scale_lr else 1)
-    optimizer = torch.optim.AdamW(params, lr=lr)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=t.weight_decay)
     warmup = max(1, t.warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
-    ema = EMAModel(model.unet.parameters(), decay=t.ema_decay)
+    ema = EMAModel(model.ema_module.parameters(), decay=t.ema_decay)
 
     raw_optimizer = optimizer  # accelerate wraps it below; its state_dict lives here
     step = bad_steps = bad_streak = 0
@@ -360,7 +369,7 @@ def _train_guarded(
         state = load_state(ckpt)
         load_into(model, load_tensors(ckpt, "model"), str(ckpt / "model.safetensors"))
         ema_tensors = load_tensors(ckpt, "ema")
-        names = [n for n, _ in model.unet.named_parameters()]
+        names = [n for n, _ in model.ema_module.named_parameters()]
         ema.shadow_params = [ema_tensors[n].to(acc.device) for n in names]
         ema.optimization_step = state["ema_step"]
         restore_optimizer(optimizer, load_tensors(ckpt, "optimizer"), state["optimizer"])
@@ -375,10 +384,10 @@ def _train_guarded(
     def checkpoint() -> None:
         acc.wait_for_everyone()
         if acc.is_main_process:
-            unet_names = [n for n, _ in model.unet.named_parameters()]
+            ema_names = [n for n, _ in model.ema_module.named_parameters()]
             opt_tensors, opt_meta = optimizer_state_tensors(raw_optimizer)
             tensors = {"model": model.state_dict(), "optimizer": opt_tensors,
-                       "ema": dict(zip(unet_names, ema.shadow_params, strict=True))}  # fmt: skip
+                       "ema": dict(zip(ema_names, ema.shadow_params, strict=True))}  # fmt: skip
             if model.anchors is not None:
                 tensors["anchors"] = model.anchors.state_tensors()
             save_checkpoint(
@@ -416,7 +425,7 @@ def _train_guarded(
         ddp_model.train()
         step_loss = torch.zeros((), device=acc.device)
         # BatchNorm statistics move in the forward pass; a skipped step must not keep them
-        bn_stats = [b.detach().clone() for b in model.encoder.buffers()]
+        bn_stats = [b.detach().clone() for b in model.buffers()]
         for micro in range(t.grad_accum):
             chunk = micro * world + rank
             seed = chunk_seed(t.seed, step, chunk)
@@ -436,14 +445,14 @@ def _train_guarded(
         if torch.isfinite(grad_norm):
             optimizer.step()
             scheduler.step()
-            ema.step(model.unet.parameters())
+            ema.step(model.ema_module.parameters())
             loss_sum += step_loss
             loss_count += 1
             bad_streak = 0
         else:  # skip the update; the data moves on, so the run stays deterministic
             if t.mixed_precision == "fp16":
                 optimizer.step()  # the loss scaler skips it and lowers its scale
-            for buffer, saved in zip(model.encoder.buffers(), bn_stats, strict=True):
+            for buffer, saved in zip(model.buffers(), bn_stats, strict=True):
                 buffer.copy_(saved)
             bad_steps += 1
             bad_streak += 1
@@ -524,7 +533,7 @@ def stop_requested(stop: StopRequest, acc: Accelerator) -> bool:
 
 
 def periodic_eval(
-    model: FactorDiffusion, ema: EMAModel, dataset, cfg: Config, run_dir: Path, step: int
+    model: ImageModel, ema: EMAModel, dataset, cfg: Config, run_dir: Path, step: int
 ) -> dict:
     """Metrics on a subset of the protocol and a swap grid, with the EMA U-Net."""
     from factordiff import metrics
@@ -538,14 +547,14 @@ def periodic_eval(
             representation=cfg.eval.representation, progress=False,
         )  # fmt: skip
         scores = metrics.headline(res)
-    ema.store(model.unet.parameters())
-    ema.copy_to(model.unet.parameters())
+    ema.store(model.ema_module.parameters())
+    ema.copy_to(model.ema_module.parameters())
     try:
         save_swap_grid(
             model, dataset, run_dir / "samples" / f"swap_{step:08d}.png", seed=cfg.eval.seed
         )
     finally:
-        ema.restore(model.unet.parameters())
+        ema.restore(model.ema_module.parameters())
     return scores
 
 

@@ -252,7 +252,7 @@ def save_sample_grid(
     import torch
 
     rs = np.random.RandomState(seed + 2)
-    n_units = model.config.model.encoder.n_units
+    n_units = model.n_units
     pool = _rgb(dataset.images_at(np.sort(rs.choice(len(dataset), n_images * 2, replace=False))))
     units = model.encode(pool)
     pick = torch.from_numpy(rs.randint(len(pool), size=(n_images, n_units)))

@@ -1,0 +1,82 @@
+"""``VAEModel``: a beta-VAE family baseline behind the same interface as
+``FactorDiffusion`` (train with ``factordiff train betavae_quickstart``, score with
+``factordiff eval``, inspect with ``swap`` / ``traverse`` / ``report``).
+
+Its latent units are the posterior means (B, latent_dim, 1); decoding is one pass of the
+decoder (the Bernoulli means), so ``steps`` and ``seed`` are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from factordiff.config import Config
+from factordiff.data.loader import to_uint8
+from factordiff.models.baselines import BetaVAEFamily
+from factordiff.pipeline import ImageModel
+
+
+class VAEModel(ImageModel):
+    #: the reference represents with the trained weights; no EMA is used to load
+    loads_ema = False
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        v = config.model.vae
+        self.vae = BetaVAEFamily(
+            config.model.family, self.image_size, v.latent_dim, v.beta, v.gamma
+        )
+        self.first_stage = None  # no autoencoder phase
+        self.latent_shape = (1,)  # the trainer's diffusion noise: unused here
+
+    @property
+    def n_units(self) -> int:
+        return self.config.model.vae.latent_dim
+
+    @property
+    def ema_module(self) -> nn.Module:
+        return self.vae.decoder
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The VAE's loss (``noise`` and ``t`` belong to the diffusion trainer's step)."""
+        return self.vae.loss(x)[0]
+
+    @torch.no_grad()
+    def encode(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Posterior means as units (B, latent_dim, 1)."""
+        with self._eval_mode():
+            parts = self._batched(lambda x: self.vae.encoder(x)[0], images, batch_size)
+        return torch.cat(parts)[..., None]
+
+    def scalars(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """The posterior means (B, latent_dim), which traversals walk."""
+        return self.encode(images, batch_size)[..., 0]
+
+    def units_from_scalars(self, scalars: torch.Tensor) -> torch.Tensor:
+        return scalars.to(self.device)[..., None]
+
+    @torch.no_grad()
+    def represent(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """The posterior means (B, latent_dim): what the metrics score."""
+        return self.encode(images, batch_size)[..., 0].float().cpu().numpy()
+
+    @torch.no_grad()
+    def decode(
+        self,
+        units: torch.Tensor,
+        steps: int | None = None,
+        *,
+        eta: float | None = None,
+        seed: int = 0,
+        output_type: str = "np",
+        progress: Callable | None = None,
+    ) -> np.ndarray | torch.Tensor:
+        """Images from units (B, latent_dim, 1): the decoder's Bernoulli means."""
+        with self._eval_mode():
+            logits = self.vae.decoder(units[..., 0].to(self.device))
+            x = torch.sigmoid(logits) * 2 - 1
+        return to_uint8(x) if output_type == "np" else x
