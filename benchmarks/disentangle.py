@@ -1,0 +1,172 @@
+"""The disentanglement benchmark: EncDiff, EncDiff + DyGA + SD and the beta-VAE family on
+the same data with the same image budget, several seeds, scored by the same metrics.
+
+Each cell (method, dataset, seed) is one ``factordiff train`` + ``factordiff eval`` in its
+own process (so peak memory is that cell's), ``--jobs`` cells at a time with one thread
+each. Prints mean +- std over seeds, writes JSON, a markdown table and a plot of score
+against training time.
+
+    python benchmarks/disentangle.py --config cpu-quick     # quickstart only, minutes per cell
+    python benchmarks/disentangle.py --config cpu           # quickstart + shapes3d + dsprites
+    python benchmarks/disentangle.py --config gpu --jobs 1  # published settings, on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from train_throughput import cpu_name
+
+HERE = Path(__file__).parent
+METHODS = ("encdiff", "encdiff_dyga_sd", "betavae", "betatcvae", "factorvae")
+COLUMNS = ["factorvae/eval_accuracy", "dci/disentanglement", "dci/completeness",
+           "dci/informativeness_test", "mig/mig", "sap/sap"]  # fmt: skip
+
+#: config name -> (datasets, steps of batch 64, eval scale). The CPU configurations give
+#: every method the same number of training images; published settings differ per method.
+CONFIGS = {
+    "cpu-quick": (("quickstart",), 1500, 0.5),
+    "cpu": (("quickstart", "shapes3d", "dsprites"), 1500, 0.5),
+    "gpu": (("shapes3d", "dsprites"), None, 1.0),
+}
+
+
+def preset(method: str, dataset: str, published: bool) -> tuple[str, list[str]]:
+    """Preset and overrides of a method on a dataset: the published presets, or (CPU
+    configurations) the quick-start recipes pointed at the dataset."""
+    if method.startswith("encdiff") and published:
+        return dataset + ("_dyga" if method == "encdiff_dyga_sd" else ""), []
+    if method.startswith("encdiff"):
+        name = "quickstart_dyga" if method == "encdiff_dyga_sd" else "quickstart"
+        extra = [] if dataset == "quickstart" else [f"data.name={dataset}"]
+        if dataset != "quickstart":  # 64x64: one more autoencoder level -> 8x8 latent
+            extra.append("model.first_stage.channel_mult=[1,2,4,4]")
+        return name, extra
+    return f"{method}_{dataset}", []
+
+
+def run_cell(method: str, dataset: str, seed: int, steps: int | None, scale: float,
+             root: Path) -> dict:  # fmt: skip
+    run = root / f"{dataset}-{method}-seed{seed}"
+    name, extra = preset(method, dataset, published=steps is None)
+    overrides = [*extra, f"train.seed={seed}", "train.eval_every=0"]
+    if steps is not None:
+        overrides += [f"train.max_steps={steps}", f"train.checkpoint_every={steps}",
+                      "train.batch_size=64"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    code = (
+        "import json, resource, sys, time\n"
+        "from factordiff.config import load_config\n"
+        "from factordiff.train import train\n"
+        "start = time.perf_counter()\n"
+        f"train(load_config({name!r}, {overrides!r}), {str(run)!r}, progress=False)\n"
+        "seconds = time.perf_counter() - start\n"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "print(json.dumps({'train_s': seconds, 'peak_mib': peak}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=False)  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"{run}: training failed\n{out.stderr[-2000:]}")
+    stats = json.loads(out.stdout.strip().splitlines()[-1])
+    ev = subprocess.run(
+        [sys.executable, "-m", "factordiff", "eval", str(run), "--scale", str(scale)],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if ev.returncode != 0:
+        raise RuntimeError(f"{run}: evaluation failed\n{ev.stderr[-2000:]}")
+    from factordiff.config import load_config
+    from factordiff.metrics import headline
+
+    cfg = load_config(run / "config.yaml")
+    scores = headline(json.loads((run / "eval.json").read_text()))
+    return {"method": method, "dataset": dataset, "seed": seed, **scores,
+            "train_s": round(stats["train_s"], 1), "peak_mib": round(stats["peak_mib"]),
+            "images_seen": cfg.train.max_steps * cfg.train.batch_size}  # fmt: skip
+
+
+def summarise(rows: list[dict]) -> list[str]:
+    cols = [*COLUMNS, "train_s", "images_seen", "peak_mib"]
+    table = ["| dataset | method | " + " | ".join(c.split("/")[-1] for c in cols) + " |",
+             "|---" * (len(cols) + 2) + "|"]  # fmt: skip
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        for method in METHODS:
+            mine = [r for r in rows if r["dataset"] == dataset and r["method"] == method]
+            if not mine:
+                continue
+            cells = []
+            for c in cols:
+                vals = [r[c] for r in mine]
+                sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+                mean = statistics.mean(vals)
+                cells.append(f"{mean:.3f} +- {sd:.3f}" if c in COLUMNS else f"{mean:.0f}")
+            table.append(f"| {dataset} | {method} | " + " | ".join(cells) + " |")
+    return table
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        for method in METHODS:
+            mine = [r for r in rows if r["dataset"] == dataset and r["method"] == method]
+            if mine:
+                ax.scatter([r["train_s"] / 60 for r in mine],
+                           [r["dci/disentanglement"] for r in mine], label=method)  # fmt: skip
+        ax.set(xscale="log", xlabel="training minutes (one core)", ylabel="DCI disentanglement",
+               title=dataset)  # fmt: skip
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="cpu-quick")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--jobs", type=int, default=2, help="cells at once (one core each)")
+    parser.add_argument("--steps", type=int, help="override the configuration's steps")
+    parser.add_argument("--runs", type=Path, default=Path("runs/disentangle"))
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "disentangle")
+    args = parser.parse_args()
+    datasets, steps, scale = CONFIGS[args.config]
+    steps = args.steps or steps
+    cells = [(m, d, int(s)) for d in datasets for m in args.methods.split(",")
+             for s in args.seeds.split(",")]  # fmt: skip
+    start = time.perf_counter()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(lambda c: run_cell(*c, steps, scale, args.runs), cells))
+    table = summarise(rows)
+    print("\n".join(table))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    stem = args.out.with_name(f"{args.out.name}_{args.config}")
+    report = {"config": args.config, "steps": steps, "batch_size": 64, "eval_scale": scale,
+              "seeds": args.seeds, "wall_s": round(time.perf_counter() - start),
+              "machine": {"cpu": cpu_name(), "cpus": os.cpu_count(),
+                          "python": sys.version.split()[0],
+                          "self_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                          // 1024},
+              "rows": rows, "table": table}  # fmt: skip
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    stem.with_suffix(".md").write_text("\n".join(table) + "\n")
+    plot(rows, stem.with_suffix(".png"))
+    print(f"wrote {stem}.json / .md / .png")
+
+
+if __name__ == "__main__":
+    main()
