@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from factordiff.viz import _save_figure, plt
+from factordiff.viz import _save_figure, plt, unit_panels
 
 
 def save_importance_heatmap(
@@ -74,14 +74,8 @@ def save_unit_histograms(
     """Per unit, the histogram of its (1-D) code over images; DyGA anchors as red ticks
     (projected like the codes)."""
     codes = np.asarray(codes, dtype=np.float64)
-    n_units = codes.shape[1]
-    cols = min(n_units, 5)
-    rows = -(-n_units // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 1.9 * rows), squeeze=False)
-    for u, ax in enumerate(axes.ravel()):
-        if u >= n_units:
-            ax.axis("off")
-            continue
+    fig, axes = unit_panels(codes.shape[1], height=1.9)
+    for u, ax in enumerate(axes):
         ax.hist(codes[:, u], bins=40, color="tab:blue", alpha=0.8)
         if anchors is not None:
             for a in anchors[u]:

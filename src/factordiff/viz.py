@@ -277,18 +277,22 @@ def save_reconstruction_grid(
     )  # fmt: skip
 
 
+def unit_panels(n_units: int, height: float = 2.4):
+    """A figure with one panel per unit, 5 to a row (spare panels hidden): (fig, axes)."""
+    cols = min(n_units, 5)
+    rows = -(-n_units // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, height * rows), squeeze=False)
+    for ax in axes.ravel()[n_units:]:
+        ax.axis("off")
+    return fig, axes.ravel()[:n_units]
+
+
 def save_anchor_plot(features, units, out: str | Path, max_points: int = 2000) -> Path:
     """Per latent unit: its features projected on their first two principal axes, with the
     DyGA anchors (Gaussian means) on top. features (n, N, D); units: fitted ``UnitMixture``s."""
     feats = np.asarray(features, dtype=np.float64)[:max_points]
-    n_units = feats.shape[1]
-    cols = min(n_units, 5)
-    rows = -(-n_units // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.4 * rows), squeeze=False)
-    for u, ax in enumerate(axes.ravel()):
-        if u >= n_units:
-            ax.axis("off")
-            continue
+    fig, axes = unit_panels(feats.shape[1])
+    for u, ax in enumerate(axes):
         x = feats[:, u]
         mean = x.mean(0)
         _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
