@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from factordiff.config import Config
-from factordiff.data.loader import to_uint8
 from factordiff.models.baselines import BetaVAEFamily
 from factordiff.pipeline import ImageModel
 
@@ -64,19 +63,9 @@ class VAEModel(ImageModel):
         """The posterior means (B, latent_dim): what the metrics score."""
         return self.encode(images, batch_size)[..., 0].float().cpu().numpy()
 
-    @torch.no_grad()
-    def decode(
-        self,
-        units: torch.Tensor,
-        steps: int | None = None,
-        *,
-        eta: float | None = None,
-        seed: int = 0,
-        output_type: str = "np",
-        progress: Callable | None = None,
-    ) -> np.ndarray | torch.Tensor:
-        """Images from units (B, latent_dim, 1): the decoder's Bernoulli means."""
-        with self._eval_mode():
-            logits = self.vae.decoder(units[..., 0].to(self.device))
-            x = torch.sigmoid(logits) * 2 - 1
-        return to_uint8(x) if output_type == "np" else x
+    def _generate(
+        self, units: torch.Tensor, steps: int | None, eta: float | None, seed: int,
+        progress: Callable | None,
+    ) -> torch.Tensor:  # fmt: skip
+        """The decoder's Bernoulli means from units (B, latent_dim, 1); nothing is sampled."""
+        return torch.sigmoid(self.vae.decoder(units[..., 0])) * 2 - 1

@@ -421,100 +421,99 @@ def _train_guarded(
         0,
     )
     batches = iter(batch_stream(dataset, data, cfg, step, rank, world))
-    while step < t.max_steps:
-        ddp_model.train()
-        step_loss = torch.zeros((), device=acc.device)
-        # BatchNorm statistics move in the forward pass; a skipped step must not keep them
-        bn_stats = [b.detach().clone() for b in model.buffers()]
-        for micro in range(t.grad_accum):
-            chunk = micro * world + rank
-            seed = chunk_seed(t.seed, step, chunk)
-            g = torch.Generator().manual_seed(seed)
-            x = model.prepare_images(next(batches)["image"])
-            noise = torch.randn((len(x), *model.latent_shape), generator=g).to(acc.device)
-            ts = sample_timesteps(len(x), cfg.diffusion, g).to(acc.device)
-            torch.manual_seed(seed)  # dropout / skip-dropout masks
-            sync = micro == t.grad_accum - 1
-            with nullcontext() if sync else acc.no_sync(ddp_model):
-                loss = ddp_model(x, noise, ts) / t.grad_accum
-                acc.backward(loss)
-            step_loss += loss.detach()
-        # The gradients are all-reduced, so every process reaches the same verdict; a
-        # non-finite loss anywhere makes them non-finite too.
-        grad_norm = acc.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else math.inf)
-        if torch.isfinite(grad_norm):
-            optimizer.step()
-            scheduler.step()
-            ema.step(model.ema_module.parameters())
-            loss_sum += step_loss
-            loss_count += 1
-            bad_streak = 0
-        else:  # skip the update; the data moves on, so the run stays deterministic
-            if t.mixed_precision == "fp16":
-                optimizer.step()  # the loss scaler skips it and lowers its scale
-            for buffer, saved in zip(model.buffers(), bn_stats, strict=True):
-                buffer.copy_(saved)
-            bad_steps += 1
-            bad_streak += 1
-            logger.log(step + 1, {"skipped_nonfinite_step": bad_steps})
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        images += t.batch_size
-        bar.update(1)
-        if bad_streak >= t.max_bad_steps:
-            bar.close()
-            logger.close()
-            newest = latest_checkpoint(run_dir)
-            raise TrainingStoppedError(
-                f"{bad_streak} steps in a row had a non-finite loss or gradient (up to step "
-                f"{step}); stopped. The last good checkpoint is "
-                f"{newest if newest else 'none (no checkpoint was written yet)'}. Lower "
-                "train.base_lr, set train.grad_clip, or train in fp32, then rerun to resume."
-            )
-        if refit_due(cfg, step, data.per_epoch):
-            start = time.perf_counter()
-            plot = run_dir / "samples" / f"anchors_{step:08d}.png"
-            units = [
-                refit_anchors(model, dataset, cfg, step, plot) if acc.is_main_process else None
-            ]
-            broadcast_object_list(units)  # every process aligns with rank 0's anchors
-            model.set_anchors(units[0])
-            seconds = time.perf_counter() - start
-            logger.log(
-                step, {"anchor_fit_s": seconds, "anchors": [u.n_components for u in units[0]]}
-            )
-            tick += seconds  # a refit is not training throughput
+    try:
+        while step < t.max_steps:
+            ddp_model.train()
+            step_loss = torch.zeros((), device=acc.device)
+            # BatchNorm statistics move in the forward pass; a skipped step must not keep them
+            bn_stats = [b.detach().clone() for b in model.buffers()]
+            for micro in range(t.grad_accum):
+                chunk = micro * world + rank
+                seed = chunk_seed(t.seed, step, chunk)
+                g = torch.Generator().manual_seed(seed)
+                x = model.prepare_images(next(batches)["image"])
+                noise = torch.randn((len(x), *model.latent_shape), generator=g).to(acc.device)
+                ts = sample_timesteps(len(x), cfg.diffusion, g).to(acc.device)
+                torch.manual_seed(seed)  # dropout / skip-dropout masks
+                sync = micro == t.grad_accum - 1
+                with nullcontext() if sync else acc.no_sync(ddp_model):
+                    loss = ddp_model(x, noise, ts) / t.grad_accum
+                    acc.backward(loss)
+                step_loss += loss.detach()
+            # The gradients are all-reduced, so every process reaches the same verdict; a
+            # non-finite loss anywhere makes them non-finite too.
+            grad_norm = acc.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else math.inf)
+            if torch.isfinite(grad_norm):
+                optimizer.step()
+                scheduler.step()
+                ema.step(model.ema_module.parameters())
+                loss_sum += step_loss
+                loss_count += 1
+                bad_streak = 0
+            else:  # skip the update; the data moves on, so the run stays deterministic
+                if t.mixed_precision == "fp16":
+                    optimizer.step()  # the loss scaler skips it and lowers its scale
+                for buffer, saved in zip(model.buffers(), bn_stats, strict=True):
+                    buffer.copy_(saved)
+                bad_steps += 1
+                bad_streak += 1
+                logger.log(step + 1, {"skipped_nonfinite_step": bad_steps})
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            images += t.batch_size
+            bar.update(1)
+            if bad_streak >= t.max_bad_steps:
+                newest = latest_checkpoint(run_dir)
+                raise TrainingStoppedError(
+                    f"{bad_streak} steps in a row had a non-finite loss or gradient (up to step "
+                    f"{step}); stopped. The last good checkpoint is "
+                    f"{newest if newest else 'none (no checkpoint was written yet)'}. Lower "
+                    "train.base_lr, set train.grad_clip, or train in fp32, then rerun to resume."
+                )
+            if refit_due(cfg, step, data.per_epoch):
+                start = time.perf_counter()
+                plot = run_dir / "samples" / f"anchors_{step:08d}.png"
+                units = [
+                    refit_anchors(model, dataset, cfg, step, plot) if acc.is_main_process else None
+                ]
+                broadcast_object_list(units)  # every process aligns with rank 0's anchors
+                model.set_anchors(units[0])
+                seconds = time.perf_counter() - start
+                logger.log(
+                    step, {"anchor_fit_s": seconds, "anchors": [u.n_components for u in units[0]]}
+                )
+                tick += seconds  # a refit is not training throughput
 
-        if (step % t.log_every == 0 or step == t.max_steps) and loss_count:
-            mean_loss = acc.reduce(loss_sum, "mean").item() / loss_count
-            elapsed = time.perf_counter() - tick
-            rate = images / elapsed
-            logger.log(
-                step, {"loss": mean_loss, "lr": scheduler.get_last_lr()[0], "images_per_s": rate}
-            )
-            bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}")
-            loss_sum.zero_()
-            loss_count, images, tick = 0, 0, time.perf_counter()
-        stopping = stop_requested(stop, acc) and step < t.max_steps
-        due = step % t.checkpoint_every == 0 or step == t.max_steps or stopping
-        if due and not bad_streak:
-            checkpoint()  # never in a streak of non-finite steps: keep the last good one
-        if stopping:  # before any evaluation: a pre-empted job has seconds, not minutes
-            bar.close()
-            logger.close()
-            raise TrainingStoppedError(
-                f"stopped by {signal.Signals(stop.signum or signal.SIGTERM).name} at step "
-                f"{step}; the newest good checkpoint is {latest_checkpoint(run_dir)}. Resume "
-                f"with the same command (factordiff train ... --out {run_dir}).",
-                exit_code=128 + (stop.signum or signal.SIGTERM),
-            )
-        if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps):
-            if acc.is_main_process:
-                logger.log_eval(step, periodic_eval(model, ema, dataset, cfg, run_dir, step))
-            acc.wait_for_everyone()
-            tick = time.perf_counter()
-    bar.close()
-    logger.close()
+            if (step % t.log_every == 0 or step == t.max_steps) and loss_count:
+                mean_loss = acc.reduce(loss_sum, "mean").item() / loss_count
+                elapsed = time.perf_counter() - tick
+                rate = images / elapsed
+                logger.log(
+                    step,
+                    {"loss": mean_loss, "lr": scheduler.get_last_lr()[0], "images_per_s": rate},
+                )
+                bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}")
+                loss_sum.zero_()
+                loss_count, images, tick = 0, 0, time.perf_counter()
+            stopping = stop_requested(stop, acc) and step < t.max_steps
+            due = step % t.checkpoint_every == 0 or step == t.max_steps or stopping
+            if due and not bad_streak:
+                checkpoint()  # never in a streak of non-finite steps: keep the last good one
+            if stopping:  # before any evaluation: a pre-empted job has seconds, not minutes
+                raise TrainingStoppedError(
+                    f"stopped by {signal.Signals(stop.signum or signal.SIGTERM).name} at step "
+                    f"{step}; the newest good checkpoint is {latest_checkpoint(run_dir)}. Resume "
+                    f"with the same command (factordiff train ... --out {run_dir}).",
+                    exit_code=128 + (stop.signum or signal.SIGTERM),
+                )
+            if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps):
+                if acc.is_main_process:
+                    logger.log_eval(step, periodic_eval(model, ema, dataset, cfg, run_dir, step))
+                acc.wait_for_everyone()
+                tick = time.perf_counter()
+    finally:
+        bar.close()
+        logger.close()
     if bad_streak:
         raise TrainingStoppedError(
             f"the run reached train.max_steps={t.max_steps} in a streak of {bad_streak} "
