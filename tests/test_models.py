@@ -155,3 +155,44 @@ def test_unshuffle_first_stage_is_lossless() -> None:
     assert torch.equal(fs.decode(z), x)
     with pytest.raises(ValueError, match="nothing to train"):
         fs.reconstruction_loss(x)
+
+
+def _random_unet() -> UNet:
+    torch.manual_seed(0)
+    unet = UNet(3, 16, 32, (1, 2), 1, (1, 2), 4)
+    nn.init.normal_(unet.out[-1].weight)  # the zero-initialised output would hide any difference
+    return unet
+
+
+def test_unet_attention_equals_diffusers_sdpa_processor() -> None:
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    unet = _random_unet()
+    x, t, context = torch.randn(2, 3, 8, 8), torch.tensor([5, 500]), torch.randn(2, 5, 16)
+    ours = unet(x, t, context)
+    for module in unet.modules():
+        if isinstance(module, Attention):
+            module.set_processor(AttnProcessor2_0())
+    torch.testing.assert_close(ours, unet(x, t, context), rtol=0, atol=0)
+
+
+def test_unet_attention_core_runs_in_fp32_under_cpu_bf16_autocast() -> None:
+    """bf16 projections, fp32 softmax(QK^T)V (the fast CPU kernel at 8-channel heads)."""
+    unet = _random_unet()
+    x, t, context = torch.randn(2, 3, 8, 8), torch.tensor([5, 500]), torch.randn(2, 5, 16)
+    exact = unet(x, t, context)
+    seen: list[torch.dtype] = []
+    hook = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, *args, **kwargs):
+        seen.append(q.dtype)
+        return hook(q, k, v, *args, **kwargs)
+
+    torch.nn.functional.scaled_dot_product_attention = spy
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ours = unet(x, t, context).float()
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = hook
+    assert seen and set(seen) == {torch.float32}
+    assert (ours - exact).abs().max() < 0.1 * exact.abs().max()

@@ -213,3 +213,67 @@ def test_cli_train_then_eval(tmp_path: Path) -> None:
     bad = _run([sys.executable, "-m", "factordiff", "train", "quickstart", "train.bach_size=3",
                 "--out", str(run)])  # fmt: skip
     assert bad.returncode == 1 and "did you mean 'train.batch_size'" in bad.stderr
+
+
+def test_two_process_checkpoint_resumes_on_one_process(tmp_path: Path) -> None:
+    """A 2-rank run stopped at step 2 and resumed by 1 process with grad_accum=2 continues
+    the 2-rank trajectory; the note printed on resume says how to keep it exact."""
+    common = ["-m", "factordiff", "train", "quickstart", *TINY]
+    two = tmp_path / "two"
+    ddp = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                "--master_port=29523", *common, "train.max_steps=2", "--out", str(two)])  # fmt: skip
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert json.loads((latest_checkpoint(two) / "state.json").read_text())["processes"] == 2
+    plain = _run([sys.executable, *common, "train.max_steps=3", "--out", str(two)])
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert "Set train.grad_accum=2 to continue it exactly" in plain.stdout
+    (two / "checkpoints" / "step_00000003").rename(tmp_path / "inexact")  # back to step 2
+    resumed = _run([sys.executable, *common, "train.max_steps=4", "train.grad_accum=2",
+                    "--out", str(two)])  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stdout and "note:" not in resumed.stdout
+    one = tmp_path / "one"
+    single = _run([sys.executable, *common, "train.max_steps=4", "train.grad_accum=2",
+                   "--out", str(one)])  # fmt: skip
+    assert single.returncode == 0, single.stderr[-2000:]
+    a, b = weights(one), weights(two)
+    for key in a:
+        if "running_" in key or "num_batches_tracked" in key:
+            continue  # BN statistics: DDP keeps rank 0's, accumulation sees both halves
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+    np.testing.assert_allclose(
+        [r["loss"] for r in log(one)], [r["loss"] for r in log(two)], rtol=1e-5
+    )
+
+
+def test_compile_falls_back_to_eager_when_the_compiler_fails(tmp_path, monkeypatch) -> None:
+    def broken_compile(module):
+        def call(*args):
+            raise RuntimeError("no C++ compiler here\nlong details")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    train(tiny("train.max_steps=2"), tmp_path / "eager", progress=False)
+    with pytest.warns(
+        UserWarning,
+        match=r"torch.compile failed \(RuntimeError: no C\+\+ compiler here\); training eagerly",
+    ):
+        train(tiny("train.max_steps=2", "train.compile=true"), tmp_path / "comp", progress=False)
+    for key, value in weights(tmp_path / "eager").items():
+        assert torch.equal(value, weights(tmp_path / "comp")[key]), key
+
+
+def test_channels_last_trains_to_the_same_weights(tmp_path: Path) -> None:
+    train(tiny("train.max_steps=2"), tmp_path / "nchw", progress=False)
+    train(tiny("train.max_steps=2", "train.channels_last=true"), tmp_path / "nhwc", progress=False)
+    a, b = weights(tmp_path / "nchw"), weights(tmp_path / "nhwc")
+    # Another summation order changes near-zero gradients, which Adam's step normalises up
+    # to lr = 1e-4 per step: the bound is two steps' worth, far below a weight's scale.
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=2e-4, msg=key)
+    np.testing.assert_allclose(
+        [r["loss"] for r in log(tmp_path / "nchw")],
+        [r["loss"] for r in log(tmp_path / "nhwc")],
+        rtol=1e-5,
+    )

@@ -19,6 +19,8 @@ import math
 import os
 import signal
 import time
+import warnings
+from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list
 from diffusers.training_utils import EMAModel
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -56,11 +59,12 @@ from factordiff.run_guard import (
     ignore_stop_signals,
 )
 
-#: Keys that may change when a run is resumed (how long, how often, how it is logged).
+#: Keys that may change when a run is resumed: how long, how often, how it is logged, and
+#: how the same global batch is computed (accumulation, memory layout, compilation).
 RESUMABLE_CHANGES = (
     "train.max_steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.eval_every", "train.eval_scale", "train.max_bad_steps", "data.num_workers",
-    "data.root", "data.cache_dir",
+    "train.eval_every", "train.eval_scale", "train.max_bad_steps", "train.grad_accum",
+    "train.channels_last", "train.compile", "data.num_workers", "data.root", "data.cache_dir",
 )  # fmt: skip
 
 
@@ -239,7 +243,46 @@ def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> 
     for key, value in meta["scalars"].items():
         idx, name = key.split(".", 1)
         state.setdefault(int(idx), {})[name] = value
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    # The kernel choice (fused / foreach) belongs to this machine, not to the checkpoint's.
+    kernels = ("fused", "foreach")
+    groups = [
+        {**saved, **{k: live[k] for k in kernels if k in live}}
+        for saved, live in zip(meta["param_groups"], opt.param_groups, strict=True)
+    ]
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def make_adamw(params: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where the device has one (4x faster step on this CPU)."""
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):  # a device without a fused AdamW kernel
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+class CompiledWithFallback:
+    """``torch.compile(module)`` that falls back to eager when compilation fails.
+
+    Compilation happens at the first call and needs a working C++ (CPU) or Triton (GPU)
+    toolchain; a machine without one should train eagerly with a warning, not crash.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.eager = module
+        self.compiled: Callable | None = torch.compile(module)
+
+    def __call__(self, *args: torch.Tensor) -> torch.Tensor:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except Exception as exc:  # noqa: BLE001 -- any compiler failure: train eagerly
+                warnings.warn(
+                    f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                    "training eagerly. Set train.compile=false to skip the attempt.",
+                    stacklevel=2,
+                )
+                self.compiled = None
+        return self.eager(*args)
 
 
 def train_first_stage(
@@ -357,7 +400,7 @@ def _train_guarded(
     data = StepBatches(len(dataset), t.batch_size, t.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     lr = t.base_lr * (t.batch_size if t.scale_lr else 1)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=t.weight_decay)
+    optimizer = make_adamw(params, lr, t.weight_decay)
     warmup = max(1, t.warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
     ema = EMAModel(model.ema_module.parameters(), decay=t.ema_decay)
@@ -379,6 +422,18 @@ def _train_guarded(
         bad_steps = state.get("bad_steps", 0)
         if acc.is_main_process:
             print(f"resuming {run_dir} from {ckpt.name} (step {step})")
+            saved_chunks = state.get("processes", world) * state.get("grad_accum", t.grad_accum)
+            if saved_chunks != world * t.grad_accum:
+                exact = (
+                    f" Set train.grad_accum={saved_chunks // world} to continue it exactly."
+                    if saved_chunks % world == 0
+                    else ""
+                )
+                print(
+                    f"note: the checkpoint was trained as {saved_chunks} chunks per step "
+                    f"(processes x grad_accum), this run uses {world} x {t.grad_accum}: the "
+                    f"global batch is the same, the noise draws differ from an unbroken run.{exact}"
+                )
     logger = RunLogger(run_dir, step, enabled=acc.is_main_process)
 
     def checkpoint() -> None:
@@ -397,6 +452,7 @@ def _train_guarded(
                  "seed": t.seed, "rng": "per (seed, step, chunk); see factordiff.train",
                  "ema_step": ema.optimization_step, "optimizer": opt_meta,
                  "lr_scheduler": scheduler.state_dict(), "processes": world,
+                 "grad_accum": t.grad_accum,
                  "bad_steps": bad_steps},
                 keep=t.keep_checkpoints,
             )  # fmt: skip
@@ -407,7 +463,10 @@ def _train_guarded(
     ):
         checkpoint()  # step 0: the trained first stage is never trained twice
 
+    if t.channels_last:
+        model.to(memory_format=torch.channels_last)
     ddp_model, optimizer = acc.prepare(model, optimizer)
+    forward = CompiledWithFallback(ddp_model) if t.compile else ddp_model
     bar = tqdm(
         total=t.max_steps,
         initial=step,
@@ -437,7 +496,7 @@ def _train_guarded(
                 torch.manual_seed(seed)  # dropout / skip-dropout masks
                 sync = micro == t.grad_accum - 1
                 with nullcontext() if sync else acc.no_sync(ddp_model):
-                    loss = ddp_model(x, noise, ts) / t.grad_accum
+                    loss = forward(x, noise, ts) / t.grad_accum
                     acc.backward(loss)
                 step_loss += loss.detach()
             # The gradients are all-reduced, so every process reaches the same verdict; a
