@@ -220,8 +220,8 @@ def test_two_process_checkpoint_resumes_on_one_process(tmp_path: Path) -> None:
     the 2-rank trajectory; the note printed on resume says how to keep it exact."""
     common = ["-m", "factordiff", "train", "quickstart", *TINY]
     two = tmp_path / "two"
-    ddp = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                "--master_port=29523", *common, "train.max_steps=2", "--out", str(two)])  # fmt: skip
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    ddp = _run([*launch, "--master_port=29523", *common, "train.max_steps=2", "--out", str(two)])
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert json.loads((latest_checkpoint(two) / "state.json").read_text())["processes"] == 2
     plain = _run([sys.executable, *common, "train.max_steps=3", "--out", str(two)])
@@ -277,3 +277,18 @@ def test_channels_last_trains_to_the_same_weights(tmp_path: Path) -> None:
         [r["loss"] for r in log(tmp_path / "nhwc")],
         rtol=1e-5,
     )
+
+
+def test_on_device_data_gives_the_loader_batches(tmp_path: Path, monkeypatch) -> None:
+    import factordiff.train as train_module
+
+    train(tiny("train.max_steps=3"), tmp_path / "loader", progress=False)
+
+    def no_loader(*args):
+        raise AssertionError("data.on_device must not build a DataLoader")
+
+    monkeypatch.setattr(train_module, "batch_stream", no_loader)
+    train(tiny("train.max_steps=3", "data.on_device=true"), tmp_path / "device", progress=False)
+    a, b = weights(tmp_path / "loader"), weights(tmp_path / "device")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key

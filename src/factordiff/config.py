@@ -33,6 +33,7 @@ class DataConfig:
     in_memory: bool = False
     cache_dir: str | None = None  # procedural datasets: render the grid once into this folder
     num_workers: int = 0
+    on_device: bool = False  # training: all images as uint8 on the training device (GPUs)
 
 
 @dataclass

@@ -20,7 +20,7 @@ import os
 import signal
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
@@ -45,7 +45,7 @@ from factordiff.checkpoint import (
 from factordiff.config import Config, load_config, save_config
 from factordiff.data import load
 from factordiff.data.base import FactorDataset
-from factordiff.data.loader import TorchFactorDataset
+from factordiff.data.loader import TorchFactorDataset, to_float
 from factordiff.diffusion import sample_timesteps
 from factordiff.errors import ConfigError
 from factordiff.models.anchoring import fit_anchors
@@ -64,7 +64,8 @@ from factordiff.run_guard import (
 RESUMABLE_CHANGES = (
     "train.max_steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
     "train.eval_every", "train.eval_scale", "train.max_bad_steps", "train.grad_accum",
-    "train.channels_last", "train.compile", "data.num_workers", "data.root", "data.cache_dir",
+    "train.channels_last", "train.compile", "data.num_workers", "data.on_device", "data.root",
+    "data.cache_dir",
 )  # fmt: skip
 
 
@@ -181,6 +182,37 @@ def batch_stream(
         persistent_workers=False,
         worker_init_fn=ignore_stop_signals if workers else None,
     )
+
+
+def device_batch_stream(
+    dataset: FactorDataset,
+    data: StepBatches,
+    cfg: Config,
+    start: int,
+    rank: int,
+    world: int,
+    device: torch.device,
+) -> Iterator[dict]:
+    """``data.on_device``: the whole dataset as uint8 on the training device, each chunk
+    gathered and scaled there. Same batches as ``batch_stream``, without a loader or a
+    host-to-device copy per step; for datasets that fit (Shapes3D: 5.9 GB)."""
+    n = len(dataset)
+    shape = dataset.images_at(np.arange(1)).shape[1:]
+    need = n * int(np.prod(shape))
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if need > free // 2:
+            raise ConfigError(
+                f"data.on_device: the {n} images need {need / 2**30:.1f} GiB, more than half "
+                f"of the {free / 2**30:.1f} GiB free on {device}; set data.on_device=false"
+            )
+    store = torch.empty((n, *shape), dtype=torch.uint8, device=device)
+    for lo in tqdm(range(0, n, 4096), desc=f"images to {device}", leave=False, disable=n < 50_000):
+        rows = np.arange(lo, min(n, lo + 4096))
+        store[lo : lo + len(rows)] = torch.from_numpy(dataset.images_at(rows)).to(device)
+    sampler = RankBatchSampler(data, start, cfg.train.max_steps, rank, world, cfg.train.grad_accum)
+    for rows in sampler:
+        yield {"image": to_float(store[torch.as_tensor(rows, device=device)], cfg.data.image_size)}
 
 
 def refit_due(cfg: Config, step: int, per_epoch: int) -> bool:
@@ -479,7 +511,11 @@ def _train_guarded(
         time.perf_counter(),
         0,
     )
-    batches = iter(batch_stream(dataset, data, cfg, step, rank, world))
+    batches = iter(
+        device_batch_stream(dataset, data, cfg, step, rank, world, acc.device)
+        if cfg.data.on_device
+        else batch_stream(dataset, data, cfg, step, rank, world)
+    )
     try:
         while step < t.max_steps:
             ddp_model.train()
