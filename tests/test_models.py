@@ -176,23 +176,20 @@ def test_unet_attention_equals_diffusers_sdpa_processor() -> None:
     torch.testing.assert_close(ours, unet(x, t, context), rtol=0, atol=0)
 
 
-def test_unet_attention_core_runs_in_fp32_under_cpu_bf16_autocast() -> None:
+def test_unet_attention_core_runs_in_fp32_under_cpu_bf16_autocast(monkeypatch) -> None:
     """bf16 projections, fp32 softmax(QK^T)V (the fast CPU kernel at 8-channel heads)."""
     unet = _random_unet()
     x, t, context = torch.randn(2, 3, 8, 8), torch.tensor([5, 500]), torch.randn(2, 5, 16)
     exact = unet(x, t, context)
     seen: list[torch.dtype] = []
-    hook = torch.nn.functional.scaled_dot_product_attention
+    sdpa = torch.nn.functional.scaled_dot_product_attention
 
     def spy(q, k, v, *args, **kwargs):
         seen.append(q.dtype)
-        return hook(q, k, v, *args, **kwargs)
+        return sdpa(q, k, v, *args, **kwargs)
 
-    torch.nn.functional.scaled_dot_product_attention = spy
-    try:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            ours = unet(x, t, context).float()
-    finally:
-        torch.nn.functional.scaled_dot_product_attention = hook
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = unet(x, t, context).float()
     assert seen and set(seen) == {torch.float32}
     assert (ours - exact).abs().max() < 0.1 * exact.abs().max()

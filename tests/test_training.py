@@ -176,6 +176,18 @@ def test_from_pretrained_errors_are_clear(tmp_path: Path) -> None:
         FactorDiffusion.from_pretrained(run)
 
 
+def assert_same_trajectory_as_accumulation(one: Path, ddp: Path) -> None:
+    """A DDP run's weights and losses equal those of one process with accumulation."""
+    a, b = weights(one), weights(ddp)
+    for key in a:
+        if "running_" in key or "num_batches_tracked" in key:
+            continue  # BN statistics: DDP keeps rank 0's, accumulation sees both halves
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+    np.testing.assert_allclose(
+        [r["loss"] for r in log(one)], [r["loss"] for r in log(ddp)], rtol=1e-5
+    )
+
+
 def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(args, capture_output=True, text=True, timeout=600, env=env, **kw)
@@ -189,14 +201,7 @@ def test_two_process_ddp_equals_one_process_with_accumulation(tmp_path: Path) ->
     ddp = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                 "--master_port=29517", *common, "--out", str(tmp_path / "two")])  # fmt: skip
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
-    for key in a:
-        if "running_" in key or "num_batches_tracked" in key:
-            continue  # BN statistics: DDP keeps rank 0's, accumulation sees both halves
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
-    la = [r["loss"] for r in log(tmp_path / "one")]
-    lb = [r["loss"] for r in log(tmp_path / "two")]
-    np.testing.assert_allclose(la, lb, rtol=1e-5)
+    assert_same_trajectory_as_accumulation(tmp_path / "one", tmp_path / "two")
 
 
 def test_cli_train_then_eval(tmp_path: Path) -> None:
@@ -236,14 +241,7 @@ def test_two_process_checkpoint_resumes_on_one_process(tmp_path: Path) -> None:
     single = _run([sys.executable, *common, "train.max_steps=4", "train.grad_accum=2",
                    "--out", str(one)])  # fmt: skip
     assert single.returncode == 0, single.stderr[-2000:]
-    a, b = weights(one), weights(two)
-    for key in a:
-        if "running_" in key or "num_batches_tracked" in key:
-            continue  # BN statistics: DDP keeps rank 0's, accumulation sees both halves
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
-    np.testing.assert_allclose(
-        [r["loss"] for r in log(one)], [r["loss"] for r in log(two)], rtol=1e-5
-    )
+    assert_same_trajectory_as_accumulation(one, two)
 
 
 def test_compile_falls_back_to_eager_when_the_compiler_fails(tmp_path, monkeypatch) -> None:
