@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_CPU := torch==2.13.0
 
-.PHONY: install demo test lint format bench quickstart-model clean
+.PHONY: install demo test lint format bench bench-disentangle quickstart-model clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,13 @@ bench: install
 	$(BIN)/python benchmarks/data_throughput.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/hddc.py
+
+# The disentanglement benchmark's CPU tables (README "Results"): ~1 h, ~1.2 h and ~20 min
+# on 2 cores.
+bench-disentangle: install
+	$(BIN)/python benchmarks/disentangle.py --config cpu-quick
+	$(BIN)/python benchmarks/disentangle.py --config cpu
+	$(BIN)/python benchmarks/baseline_budget.py
 
 # Reproduce the shipped quick-start model (about an hour on one core of a 2-core CPU).
 QS_RUN ?= runs/quickstart-model

@@ -8,7 +8,7 @@ benchmark (one core each, the same ``factordiff train`` and presets), scores it 
 and prints the curve beside the published mean +- std. Writes JSON, a markdown table and a
 plot of score against images seen.
 
-    python benchmarks/baseline_budget.py                       # beta-TCVAE, 15k steps, ~25 min
+    python benchmarks/baseline_budget.py                       # beta-TCVAE, 10k steps, ~20 min
     python benchmarks/baseline_budget.py --methods factorvae --datasets shapes3d --steps 30000
 """
 
@@ -135,7 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="betatcvae")
     parser.add_argument("--datasets", default="shapes3d,dsprites")
-    parser.add_argument("--steps", type=int, default=15000)
+    parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--eval-every", type=int, default=2500)
     parser.add_argument("--eval-scale", type=float, default=0.15)
     parser.add_argument("--seed", type=int, default=0)
