@@ -163,7 +163,7 @@ def plot(rows: list[dict], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     scores = {"factorvae/eval_accuracy": "FactorVAE score", "dci/disentanglement": "DCI-D"}
@@ -184,8 +184,9 @@ def plot(rows: list[dict], out: Path) -> None:
                             color=f"C{k}", marker="o", capsize=3, label=method)  # fmt: skip
             ax.set(xscale="log", xlabel="training minutes (one core)", ylabel=label,
                    title=dataset)  # fmt: skip
-            ax.xaxis.set_major_formatter(ScalarFormatter())
-            ax.xaxis.set_minor_formatter(ScalarFormatter())
+            ax.xaxis.set_major_locator(FixedLocator([0.5, 1, 2, 5, 10, 20, 50, 100, 200]))
+            ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
