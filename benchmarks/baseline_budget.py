@@ -25,6 +25,8 @@ from pathlib import Path
 
 from train_throughput import cpu_name
 
+from factordiff.config import load_config
+
 HERE = Path(__file__).parent
 SCORES = {"factorvae/eval_accuracy": "FactorVAE", "dci/disentanglement": "DCI-D",
           "mig/mig": "MIG"}  # fmt: skip
@@ -77,8 +79,9 @@ def run_curve(method: str, dataset: str, args: argparse.Namespace) -> dict:
     )  # fmt: skip
     if out.returncode != 0:
         raise RuntimeError(f"{run}: training failed\n{out.stderr[-2000:]}")
+    batch = load_config(run / "config.yaml").train.batch_size
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    points = [{"step": r["step"], "images_seen": r["step"] * 64, **r["eval"]}
+    points = [{"step": r["step"], "images_seen": r["step"] * batch, **r["eval"]}
               for r in lines if "eval" in r]  # fmt: skip
     return {"method": method, "dataset": dataset, "seed": args.seed, "points": points,
             "wall_s": round(time.perf_counter() - start)}  # fmt: skip

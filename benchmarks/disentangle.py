@@ -98,8 +98,9 @@ def run_cell(method: str, dataset: str, seed: int, steps: int | None, scale: flo
                       "train.batch_size=64"]  # fmt: skip
     key = {"preset": name, "overrides": overrides, "eval_scale": scale}
     done = run / "cell.json"
-    if done.exists() and json.loads(done.read_text())["key"] == key:
-        return json.loads(done.read_text())["row"]
+    finished = json.loads(done.read_text()) if done.exists() else None
+    if finished and finished["key"] == key:
+        return finished["row"]
     shutil.rmtree(run, ignore_errors=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     code = (
