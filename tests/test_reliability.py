@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,9 @@ from factordiff.checkpoint import (
     load_tensors,
     save_checkpoint,
 )
+from factordiff.models.autoencoder import FirstStage
 from factordiff.models.unet import UNet
+from factordiff.pipeline import FactorDiffusion
 from factordiff.run_guard import RunDirError, TrainingStoppedError
 from factordiff.train import train
 from test_training import TINY, log, tiny
@@ -206,6 +208,95 @@ def test_a_streak_of_nonfinite_steps_stops_keeping_the_last_good_checkpoint(
     assert [p.name for p in list_checkpoints(run)][-1] == "step_00000004"
     weights = load_tensors(latest_checkpoint(run), "model")
     assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+# --- the first-stage phase ----------------------------------------------------------------
+
+FIRST_STAGE = ["model.first_stage.kind=kl", "model.first_stage.channels=8",
+               "model.first_stage.channel_mult=[1,2]", "model.first_stage.num_res_blocks=1",
+               "model.first_stage.embed_dim=2", "model.first_stage.train_steps=6",
+               "train.max_steps=1", "train.checkpoint_every=4"]  # fmt: skip
+
+
+def first_stage_log(run: Path) -> list[int]:
+    return [r["first_stage_step"] for r in log(run) if "first_stage_step" in r]
+
+
+@pytest.fixture(scope="module")
+def first_stage_reference(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("first_stage") / "run"
+    train(tiny(*FIRST_STAGE), run, progress=False)
+    assert first_stage_log(run) == [1, 2, 3, 4, 5, 6]
+    assert not (run / "first_stage").exists()  # its own checkpoints go with the step-0 one
+    return run
+
+
+@pytest.fixture
+def fault_at(monkeypatch) -> Iterator[dict[int, Callable[[], None]]]:
+    """First-stage steps (0-based) at whose start a fault is injected."""
+    faults: dict[int, Callable[[], None]] = {}
+    calls = iter(range(10**9))
+    loss = FirstStage.reconstruction_loss
+
+    def faulty(self, x):
+        faults.pop(next(calls), lambda: None)()
+        return loss(self, x)
+
+    monkeypatch.setattr(FirstStage, "reconstruction_loss", faulty)
+    yield faults
+
+
+def same_first_stage_run(run: Path, reference: Path) -> None:
+    same_weights(run, reference)  # model (first stage included), EMA, optimizer
+    a = load_tensors(run / "checkpoints" / "step_00000000", "model")
+    b = load_tensors(reference / "checkpoints" / "step_00000000", "model")
+    assert [k for k in a if k.startswith("first_stage.")]
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("first_stage."))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_in_the_first_stage_keeps_it_and_resumes_bitwise(
+    signum: int, fault_at, first_stage_reference: Path, tmp_path: Path, capsys
+) -> None:
+    run = tmp_path / "run"
+    fault_at[2] = lambda: os.kill(os.getpid(), signum)  # arrives during step 3
+    with pytest.raises(TrainingStoppedError, match="the phase resumes at step 3") as stopped:
+        train(tiny(*FIRST_STAGE), run, progress=False)
+    assert stopped.value.exit_code == 128 + signum
+    name = signal.Signals(signum).name
+    assert f"stopped by {name} in the first-stage phase at step 3 of 6" in str(stopped.value)
+    # kept apart: a run directory holding a half-trained first stage is no model
+    assert latest_checkpoint(run) is None
+    with pytest.raises(CheckpointError, match="neither model.safetensors nor a complete"):
+        FactorDiffusion.from_pretrained(run)
+    kept = latest_checkpoint(run / "first_stage")
+    assert kept.name == "step_00000003" and load_state(kept)["first_stage_step"] == 3
+    assert first_stage_log(run) == [1, 2, 3]
+    capsys.readouterr()
+    train(tiny(*FIRST_STAGE), run, progress=False)
+    assert "resuming the first-stage phase" in capsys.readouterr().out
+    assert first_stage_log(run) == [1, 2, 3, 4, 5, 6]  # steps 4-6 trained once, after 3
+    assert not (run / "first_stage").exists()
+    same_first_stage_run(run, first_stage_reference)
+
+
+def test_a_crash_in_the_first_stage_loses_only_the_steps_since_its_checkpoint(
+    fault_at, first_stage_reference: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+
+    def crash() -> None:  # a process dying mid-step (e.g. kill -9): nothing is saved
+        raise RuntimeError("killed")
+
+    fault_at[5] = crash  # in step 6, after step 5 was logged and step 4 checkpointed
+    with pytest.raises(RuntimeError, match="killed"):
+        train(tiny(*FIRST_STAGE), run, progress=False)
+    assert latest_checkpoint(run) is None
+    assert [p.name for p in list_checkpoints(run / "first_stage")] == ["step_00000004"]
+    assert first_stage_log(run) == [1, 2, 3, 4, 5]
+    train(tiny(*FIRST_STAGE), run, progress=False)
+    assert first_stage_log(run) == [1, 2, 3, 4, 5, 6]  # step 5's line is not doubled
+    same_first_stage_run(run, first_stage_reference)
 
 
 # --- disks --------------------------------------------------------------------------------

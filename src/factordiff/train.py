@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import time
 import warnings
@@ -317,6 +318,16 @@ class CompiledWithFallback:
         return self.eager(*args)
 
 
+#: Where the first-stage phase keeps its own checkpoints while it runs, apart from
+#: ``RUN/checkpoints/``: ``latest_checkpoint`` and ``from_pretrained`` never see a half-trained
+#: first stage. Removed once the step-0 checkpoint holds the finished first stage.
+FIRST_STAGE_DIR = "first_stage"
+
+
+def first_stage_checkpoint_dir(run_dir: Path) -> Path:
+    return run_dir / FIRST_STAGE_DIR
+
+
 def train_first_stage(
     model: ImageModel,
     data: StepBatches,
@@ -326,9 +337,14 @@ def train_first_stage(
     progress: bool,
     stop: StopRequest,
     acc: Accelerator,
+    run_dir: Path,
 ) -> bool:
     """Phase 1: the autoencoder by its reconstruction loss; False when there is none to train.
 
+    Every ``train.checkpoint_every`` steps and on a stop request, the phase's state (the
+    first stage's weights, Adam's state, the step reached) is saved under
+    ``RUN/first_stage/checkpoints/``; a restarted run continues from there bitwise, as
+    every step reseeds the global RNG and its batch is a function of the step.
     The scale of its latents is calibrated right after, so a checkpoint written at step 0
     holds a first stage that is finished in every respect.
     """
@@ -339,21 +355,62 @@ def train_first_stage(
     lr = cfg.model.first_stage.lr * (cfg.train.batch_size if cfg.train.scale_lr else 1)
     opt = torch.optim.Adam(fs.parameters(), lr=lr, betas=(0.5, 0.9))
     steps = cfg.model.first_stage.train_steps
-    for step in tqdm(range(steps), desc="first stage", disable=not progress):
+    own_dir = first_stage_checkpoint_dir(run_dir)
+    start = 0
+    if acc.is_main_process:  # rank 0 holds the run's lock: no writer is alive
+        for partial in remove_partial_checkpoints(own_dir):
+            print(f"removed {partial.name}, a checkpoint a killed process left half-written")
+    acc.wait_for_everyone()
+    ckpt = latest_checkpoint(own_dir)
+    if ckpt is not None:
+        state = load_state(ckpt)
+        load_into(fs, load_tensors(ckpt, "first_stage"), str(ckpt / "first_stage.safetensors"))
+        restore_optimizer(opt, load_tensors(ckpt, "optimizer"), state["optimizer"])
+        start = state["first_stage_step"]
+        if acc.is_main_process:
+            print(f"resuming the first-stage phase of {run_dir} at step {start} of {steps}")
+    logger.keep_first_stage_until(start)  # records past it are logged again below
+
+    def save(done: int) -> Path:
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            opt_tensors, opt_meta = optimizer_state_tensors(opt)
+            save_checkpoint(
+                own_dir, done,
+                {"first_stage": fs.state_dict(), "optimizer": opt_tensors},
+                {"step": done, "phase": "first_stage", "first_stage_step": done,
+                 "train_steps": steps, "seed": cfg.train.seed,
+                 "rng": "reseeded every step by (seed, step); see train_first_stage",
+                 "optimizer": opt_meta},
+                keep=1,
+            )  # fmt: skip
+        acc.wait_for_everyone()
+        return latest_checkpoint(own_dir)
+
+    bar = tqdm(range(start, steps), desc="first stage", disable=not progress,
+               initial=start, total=steps)  # fmt: skip
+    for step in bar:
         torch.manual_seed(chunk_seed(cfg.train.seed, step, 10_000))
         x = model.prepare_images(dataset.images_at(data.rows(step, 0, 1)))
         loss, parts = fs.reconstruction_loss(x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if (step + 1) % cfg.train.log_every == 0 or step + 1 == steps:
-            logger.log(0, {"first_stage_step": step + 1, **parts})
-        if stop_requested(stop, acc):  # the phase is short, has no checkpoint: starts over
+        done = step + 1
+        if done % cfg.train.log_every == 0 or done == steps:
+            logger.log(0, {"first_stage_step": done, **parts})
+        if stop_requested(stop, acc):
+            bar.close()
+            saved = save(done)
+            signum = stop.signum or signal.SIGTERM
             raise TrainingStoppedError(
-                f"stopped by {signal.Signals(stop.signum).name} in the first-stage phase "
-                f"(step {step + 1} of {steps}); it is redone when the run is started again.",
-                exit_code=128 + stop.signum,
+                f"stopped by {signal.Signals(signum).name} in the first-stage phase at step "
+                f"{done} of {steps}; its checkpoint is {saved}. Resume with the same command "
+                f"(factordiff train ... --out {run_dir}): the phase resumes at step {done}.",
+                exit_code=128 + signum,
             )
+        if done % cfg.train.checkpoint_every == 0 and done < steps:
+            save(done)  # at the last step the step-0 checkpoint follows at once
     fs.requires_grad_(False).eval()
     fs.calibrate_scale(model.prepare_images(dataset.images_at(data.rows(0, 0, 1))))
     return True
@@ -491,9 +548,11 @@ def _train_guarded(
         acc.wait_for_everyone()
 
     if ckpt is None and train_first_stage(
-        model, data, dataset, cfg, logger, progress and acc.is_main_process, stop, acc
+        model, data, dataset, cfg, logger, progress and acc.is_main_process, stop, acc, run_dir
     ):
         checkpoint()  # step 0: the trained first stage is never trained twice
+    if acc.is_main_process:  # the step-0 checkpoint holds it now (or there was none to train)
+        shutil.rmtree(first_stage_checkpoint_dir(run_dir), ignore_errors=True)
 
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -690,6 +749,17 @@ class RunLogger:
             self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=step + 1 if step else None)
         except ImportError:  # tensorboard is optional for library use
             self.writer = None
+
+    def keep_first_stage_until(self, step: int) -> None:
+        """Drop the first-stage lines past ``step``: the resumed phase logs them again."""
+        if not self.enabled or not self.path.is_file():
+            return
+        lines = self.path.read_text().splitlines()
+        kept = [ln for ln in lines if json.loads(ln).get("first_stage_step", 0) <= step]
+        if len(kept) < len(lines):
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(ln + "\n" for ln in kept))
+            tmp.replace(self.path)
 
     def _write(self, record: dict) -> None:
         try:
