@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
+import factordiff as fd
 from factordiff.cli import app
+from factordiff.shipped import SHIPPED_DIR
 
 runner = CliRunner()
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "factordiff", *args], capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "factordiff", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
     )
 
 
@@ -93,7 +102,60 @@ def test_demo_runs_every_stage(tmp_path) -> None:
                    "--eval-scale", "0.02")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "run"
-    for name in ("config.yaml", "data_factors.png", "eval.json", "reconstructions.png", "swap.png"):
+    for name in ("data_factors.png", "eval.json", "reconstructions.png", "swap.png", "report.html"):
         assert (run / name).is_file(), name
     assert (run / "train" / "checkpoints" / "step_00000003" / "state.json").is_file()
     assert "dci/disentanglement" in proc.stdout and "quick start finished" in proc.stdout
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_shipped_model_by_name_is_read_only(tmp_path: Path) -> None:
+    shipped = SHIPPED_DIR / "quickstart"
+    before = _digest(shipped)
+    proc = run_cli("eval", "quickstart", "--metrics", "mig", "--scale", "0.02", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "read-only" in proc.stdout and (tmp_path / "runs/quickstart/eval.json").is_file()
+    for args in (
+        ["eval", "quickstart", "--metrics", "mig", "--out", str(shipped / "eval.json")],
+        ["train", "quickstart", "--out", str(shipped)],
+        ["swap", "quickstart", "--out", str(shipped / "swap.png")],
+    ):
+        proc = run_cli(*args, cwd=tmp_path)
+        assert proc.returncode == 1 and "refusing to write" in proc.stderr, proc.stderr
+        assert "read-only" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert _digest(shipped) == before
+
+
+def test_model_path_errors_say_what_exists(tmp_path: Path) -> None:
+    proc = run_cli("eval", str(tmp_path / "nothere"))
+    assert proc.returncode == 1 and "does not exist" in proc.stderr
+    assert "shipped model name (quickstart)" in proc.stderr
+    (tmp_path / "demo" / "train").mkdir(parents=True)
+    (tmp_path / "demo" / "train" / "config.yaml").write_text("{}")
+    proc = run_cli("report", str(tmp_path / "demo"))
+    assert proc.returncode == 1 and "models inside it" in proc.stderr
+    assert str(tmp_path / "demo" / "train") in proc.stderr and "quickstart" in proc.stderr
+
+
+def test_unknown_metric_suggests_the_closest() -> None:
+    proc = run_cli("eval", "quickstart", "--metrics", "migg")
+    assert proc.returncode == 1 and "did you mean 'mig'" in proc.stderr
+
+
+def test_version_is_one_number_everywhere() -> None:
+    assert importlib.metadata.version("factordiff") == fd.__version__
+    result = runner.invoke(app, ["--version"])
+    assert result.output.strip() == f"factordiff {fd.__version__}"
+
+
+def test_provenance_survives_save_and_load(tmp_path: Path) -> None:
+    model = fd.FactorDiffusion.from_pretrained("quickstart")
+    assert model.provenance["shipped"] == "quickstart" and model.provenance["step"] == 6000
+    model.save_pretrained(tmp_path / "copy")
+    again = fd.FactorDiffusion.from_pretrained(tmp_path / "copy")
+    assert again.provenance["step"] == 6000 and again.provenance["saved_with"] == fd.__version__
+    assert "shipped" not in again.provenance
+    assert again.provenance["config_sha256"] == model.provenance["config_sha256"]

@@ -8,7 +8,7 @@ from typing import Any
 from factordiff import data
 from factordiff.errors import FactordiffError
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 __all__ = [
     "FactorDiffusion",
     "FactordiffError",

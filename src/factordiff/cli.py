@@ -28,6 +28,7 @@ config_app = typer.Typer(help="Show presets and resolved configs.", no_args_is_h
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 console = Console()
+MODEL_HELP = "Run directory, save_pretrained folder, or shipped model name (quickstart)."
 err_console = Console(stderr=True, soft_wrap=True)
 
 
@@ -39,7 +40,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, metavar="", help="Print the version."
+    ),
 ) -> None:
     """factordiff: train, evaluate and inspect disentangling diffusion models."""
 
@@ -50,7 +53,7 @@ def data_list() -> None:
     from factordiff.data.registry import DATASETS
 
     table = Table(title="factordiff datasets")
-    for col in ("name", "factors (classes)", "images", "source", "files (for --root)"):
+    for col in ("name", "factors (classes)", "images", "source"):
         table.add_column(col)
     for spec in DATASETS.values():
         factors = ", ".join(
@@ -64,9 +67,13 @@ def data_list() -> None:
             factors or "from factors.csv",
             f"{count:,}" if spec.factor_sizes else "any",
             spec.source,
-            spec.files_hint or "-",
         )
     console.print(table)
+    # file names are what a user copies: printed whole, never cut to the terminal's width
+    console.print("files a root folder must hold (--root DIR, or data.root=DIR in training):")
+    for spec in DATASETS.values():
+        if spec.files_hint:
+            console.print(f"  {spec.name}: {spec.files_hint}", markup=False, soft_wrap=True)
 
 
 @data_app.command("show")
@@ -139,7 +146,9 @@ def metrics_command(
     backend: str = typer.Option(
         "lightgbm", help="DCI trees: lightgbm (fast) or sklearn (reference)."
     ),
-    train_fraction: float = typer.Option(2 / 3, help="Train share when no codes_test is given."),
+    train_fraction: float = typer.Option(
+        2 / 3, help="Train share when no codes_test is given.", show_default="2/3"
+    ),
     out: Path | None = typer.Option(None, help="Write all results as JSON here."),
 ) -> None:
     """Score saved codes of any model with the array metrics (DCI, MIG, SAP, Modularity, TAD)."""
@@ -195,15 +204,17 @@ def train(
     For several processes or GPUs: accelerate launch -m factordiff.cli train ...
     """
     from factordiff.config import load_config
+    from factordiff.shipped import refuse_package_write
     from factordiff.train import train as run_training
 
+    refuse_package_write(out, "a training run")
     ckpt = run_training(load_config(config, overrides or []), out)
     console.print(f"done: {ckpt}\nload it with fd.load_pretrained({str(out)!r})")
 
 
 @app.command("eval")
 def eval_command(
-    run_dir: Path = typer.Argument(..., help="Run directory (or a save_pretrained folder)."),
+    run_dir: Path = typer.Argument(..., help=MODEL_HELP),
     metrics: str | None = typer.Option(
         None, help="Comma-separated; default: the run's eval.metrics."
     ),
@@ -218,18 +229,17 @@ def eval_command(
 ) -> None:
     """Score a trained model with the paper protocol (disentanglement_lib settings)."""
     from factordiff import metrics as fd_metrics
-    from factordiff.pipeline import load_pretrained
-    from factordiff.train import load_dataset
 
-    model = load_pretrained(run_dir, device=device)
+    model, dataset = _load_run(run_dir, device)
+    json_out = _output(run_dir, "eval.json", out)
     cfg = model.config
     names = [m.strip() for m in metrics.split(",")] if metrics else list(cfg.eval.metrics)
     results = fd_metrics.evaluate(
-        model.represent, load_dataset(cfg), names, cfg.eval.seed,
+        model.represent, dataset, names, cfg.eval.seed,
         representation=cfg.eval.representation, dci_backend=backend, scale=scale,
     )  # fmt: skip
     console.print(_score_table(results, names, f"{run_dir}: {cfg.data.name}, scale {scale}"))
-    _write_json(out or run_dir / "eval.json", results)
+    _write_json(json_out, results)
 
 
 def _load_run(run_dir: Path, device: str):
@@ -240,15 +250,29 @@ def _load_run(run_dir: Path, device: str):
     return model, load_dataset(model.config)
 
 
+def _output(run_dir: Path, filename: str, out: Path | None) -> Path:
+    """``out``, or the default file beside the model (``runs/<name>/`` for a shipped,
+    read-only model); an explicit path inside the installed package is refused."""
+    from factordiff.shipped import output_path, resolve_model
+
+    path, note = output_path(resolve_model(run_dir), filename, out)
+    if note:
+        console.print(note)
+    return path
+
+
 def _png_out(out: Path) -> Path:
+    from factordiff.shipped import refuse_package_write
+
     if out.suffix.lower() != ".png":
         raise FactordiffError(f"--out must be a .png file path, got {out}")
+    refuse_package_write(out, "a figure")
     return out
 
 
 @app.command()
 def swap(
-    run_dir: Path = typer.Argument(..., help="Run directory (or a save_pretrained folder)."),
+    run_dir: Path = typer.Argument(..., help=MODEL_HELP),
     out: Path = typer.Option(Path("swap.png"), help="PNG to write."),
     pairs: int = typer.Option(4, help="Number of (source, target) pairs (rows)."),
     steps: int = typer.Option(100, help="DDIM steps (fewer is faster, blurrier)."),
@@ -264,7 +288,7 @@ def swap(
 
 @app.command()
 def traverse(
-    run_dir: Path = typer.Argument(..., help="Run directory (or a save_pretrained folder)."),
+    run_dir: Path = typer.Argument(..., help=MODEL_HELP),
     out: Path = typer.Option(Path("traverse.png"), help="PNG to write."),
     over: str = typer.Option("data", help="data (quantiles of each unit) or anchors (DyGA)."),
     n_steps: int = typer.Option(7, help="Values per unit (data mode)."),
@@ -289,7 +313,7 @@ def traverse(
 
 @app.command()
 def interchange(
-    run_dir: Path = typer.Argument(..., help="Run directory (or a save_pretrained folder)."),
+    run_dir: Path = typer.Argument(..., help=MODEL_HELP),
     pairs: int = typer.Option(32, help="(source, target) pairs; every unit is swapped."),
     steps: int = typer.Option(50, help="DDIM steps per generated image."),
     seed: int = typer.Option(0),
@@ -313,7 +337,7 @@ def interchange(
 
 @app.command()
 def downstream(
-    run_dir: Path = typer.Argument(..., help="Run directory (or a save_pretrained folder)."),
+    run_dir: Path = typer.Argument(..., help=MODEL_HELP),
     sizes: str = typer.Option("10000,1000,100", help="Training sizes, comma-separated."),
     num_test: int = typer.Option(5000, help="Test points per size."),
     baseline: str = typer.Option("pixels", help="pixels (8x8 downsampled) or none."),
@@ -346,14 +370,14 @@ def downstream(
         cells = [r["accuracy"][n] for n in train_sizes] + list(r["sample_efficiency"].values())
         table.add_row(name, *[f"{v:.3f}" for v in cells])
     console.print(table)
-    json_out = out or run_dir / "downstream.json"
+    json_out = _output(run_dir, "downstream.json", out)
     _write_json(json_out, res)
     console.print(f"wrote {save_downstream_plot(res, json_out.with_suffix('.png'))}")
 
 
 @app.command()
 def report(
-    run_dir: Path = typer.Argument(..., help="Run directory (or a save_pretrained folder)."),
+    run_dir: Path = typer.Argument(..., help=MODEL_HELP),
     out: Path | None = typer.Option(None, help="HTML path (default RUN_DIR/report.html)."),
     steps: int = typer.Option(50, help="DDIM steps of the generated figures."),
     scale: float | None = typer.Option(
@@ -368,21 +392,30 @@ def report(
     from factordiff import metrics as fd_metrics
     from factordiff.interchange import interchange_score
     from factordiff.report import load_json, write_report
+    from factordiff.shipped import resolve_model
 
     model, dataset = _load_run(run_dir, device)
-    results = load_json(run_dir / "eval.json")
+    model_dir = resolve_model(run_dir)
+    html_out = _output(run_dir, "report.html", out)
+
+    def saved(name: str) -> dict | None:
+        """A result file beside the report (e.g. runs/quickstart/eval.json, newest) or
+        beside the model."""
+        return load_json(html_out.parent / name) or load_json(model_dir / name)
+
+    results = saved("eval.json")
     if results is None and scale is not None:
         cfg = model.config
         results = fd_metrics.evaluate(
             model.represent, dataset, cfg.eval.metrics, cfg.eval.seed,
             representation=cfg.eval.representation, scale=scale,
         )  # fmt: skip
-    swaps = load_json(run_dir / "interchange.json")
+    swaps = saved("interchange.json")
     if interchange_pairs:
         swaps = interchange_score(model, dataset, interchange_pairs, steps)
     path = write_report(
-        model, dataset, run_dir, out or run_dir / "report.html", results=results,
-        downstream=load_json(run_dir / "downstream.json"), interchange=swaps, steps=steps,
+        model, dataset, model_dir, html_out, results=results,
+        downstream=saved("downstream.json"), interchange=swaps, steps=steps,
         log=lambda m: console.print(m, markup=False),
     )  # fmt: skip
     console.print(f"wrote {path}")

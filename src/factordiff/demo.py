@@ -18,8 +18,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from factordiff.config import load_config, save_config
+from factordiff.config import load_config
 from factordiff.data import load
+from factordiff.shipped import refuse_package_write
 from factordiff.viz import save_factor_sweep
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "quickstart"
@@ -44,9 +45,9 @@ def run_demo(
     from factordiff.viz import save_reconstruction_grid, save_swap_grid
 
     start = time.perf_counter()
+    refuse_package_write(out, "the quick start")
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config("quickstart")
-    save_config(cfg, out / "config.yaml")
     console.rule("factordiff quick start")
     dataset = load(cfg.data.name)
     console.print(f"[bold]1. data[/] {dataset!r}")
@@ -95,6 +96,7 @@ def run_demo(
         metrics_log=shipped_log if shipped_log.is_file() else None, log=lambda m: None,
         downstream=load_json(model_dir / "downstream.json"),  # measured with the model
         interchange=load_json(model_dir / "interchange.json"),
+        companion_run=run if shipped_log.is_file() else None,
     )  # fmt: skip
 
     table = Table(title=f"quick-start model on {dataset.name}")
@@ -115,4 +117,12 @@ def run_demo(
         files_table.add_row(what, str(path))
     console.print(files_table)
     console.print(f"quick start finished in {time.perf_counter() - start:.0f} s")
+    name = "quickstart" if model_dir == PRETRAINED else str(model_dir)
+    console.print(
+        "next: open the report in a browser; every command takes the shipped model by name "
+        f"or your run's folder:\n  factordiff eval {name}          # full protocol, ~10 min"
+        f"\n  factordiff swap {name} --out swap.png\n  factordiff report {run}   "
+        "# the demo's short run (not disentangled yet)",
+        markup=False,
+    )
     return results

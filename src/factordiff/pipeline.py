@@ -5,12 +5,18 @@ is what ``factordiff train`` optimises (``forward`` is the training loss) and wh
 ``from_pretrained`` gives back. Images go in as uint8 arrays (B, H, W, C) -- what
 ``dataset.images()`` returns -- or float tensors (B, C, H, W) in [-1, 1]; generated images
 come out as uint8 arrays (``output_type="np"``) or float tensors (``"pt"``).
+
+Return types, one rule: what goes back into the model is torch (``encode``, ``scalars``:
+units to edit and ``decode``); what leaves it for numpy tools is numpy (``represent``, the
+codes metrics and GBTs read; images, unless ``output_type="pt"``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +24,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from factordiff import __version__
 from factordiff.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -32,6 +39,7 @@ from factordiff.models.anchoring import Anchors
 from factordiff.models.autoencoder import FirstStage
 from factordiff.models.encoder import UnitEncoder
 from factordiff.models.unet import UNet
+from factordiff.shipped import PROVENANCE_KEY, provenance, refuse_package_write, resolve_model
 
 WEIGHTS = "model.safetensors"
 ANCHORS = "anchors.safetensors"
@@ -56,6 +64,8 @@ class ImageModel(nn.Module):
         self.config = config
         self.image_size = resolve_image_size(config)
         self.anchors: Anchors | None = None  # DyGA: set by training (refits) or loading
+        #: where the weights came from (``from_pretrained`` fills it; reports show it)
+        self.provenance: dict = {}
 
     @property
     def n_units(self) -> int:
@@ -118,6 +128,8 @@ class ImageModel(nn.Module):
         """Images from units (B, N, D): uint8 (B, H, W, 3), or with ``output_type="pt"``
         float (B, 3, H, W) in [-1, 1]. ``steps``, ``eta``, ``seed``: the sampler's, for
         models that sample."""
+        if output_type not in ("np", "pt"):
+            raise ValueError(f"output_type must be 'np' or 'pt', got {output_type!r}")
         with self._eval_mode():
             x = self._generate(units.to(self.device), steps, eta, seed, progress)
         return to_uint8(x) if output_type == "np" else x
@@ -162,6 +174,7 @@ class ImageModel(nn.Module):
         the model came from a run's checkpoint); load with ``from_pretrained``.
         ``dtype=torch.float16`` halves the file; weights load back as float32."""
         directory = Path(directory)
+        refuse_package_write(directory, "a model")
         directory.mkdir(parents=True, exist_ok=True)
         save_config(self.config, directory / "config.yaml")
         tensors = {
@@ -169,8 +182,15 @@ class ImageModel(nn.Module):
             .detach().cpu().contiguous()
             for k, v in self.state_dict().items()
         }  # fmt: skip
+        record = {
+            "step": self.provenance.get("step"),
+            "trained_in": self.provenance.get("path"),
+            "saved_with": __version__,
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
         tmp = directory / f".{WEIGHTS}.tmp"
-        save_file(tensors, tmp, metadata={"format": "factordiff"})
+        metadata = {"format": "factordiff", PROVENANCE_KEY: json.dumps(record)}
+        save_file(tensors, tmp, metadata=metadata)
         tmp.replace(directory / WEIGHTS)
         if self.anchors is not None:
             save_file(self.anchors.state_tensors(), directory / ANCHORS)
@@ -186,19 +206,17 @@ class ImageModel(nn.Module):
     def from_pretrained(
         cls, path: str | Path, *, device: str | torch.device = "cpu", use_ema: bool = True
     ) -> ImageModel:
-        """From a ``save_pretrained`` directory, or from a run directory (its newest
-        checkpoint; the U-Net's EMA weights unless ``use_ema=False``)."""
-        path = Path(path)
-        if not (path / "config.yaml").is_file():
-            raise CheckpointError(
-                f"{path} has no config.yaml: not a run directory or a saved model"
-            )
+        """From a ``save_pretrained`` directory, a run directory (its newest checkpoint;
+        the U-Net's EMA weights unless ``use_ema=False``), or a shipped model's name
+        (``"quickstart"``)."""
+        path = resolve_model(path)
         model = cls(load_config(path / "config.yaml"))
         if (path / WEIGHTS).is_file():
             load_into(
                 model, load_tensors(path, WEIGHTS.removesuffix(".safetensors")), str(path / WEIGHTS)
             )
             model.load_anchors(path)
+            ckpt = None
         else:
             ckpt = latest_checkpoint(path)
             if ckpt is None:
@@ -210,6 +228,7 @@ class ImageModel(nn.Module):
                 ema = load_tensors(ckpt, "ema")
                 load_into(model.ema_module, ema, str(ckpt / "ema.safetensors"))
             model.load_anchors(ckpt)
+        model.provenance = provenance(path, ckpt, model.config.to_dict())
         return model.to(device).eval()
 
 
@@ -332,9 +351,7 @@ def load_pretrained(
 ) -> ImageModel:
     """``from_pretrained`` of the model class the run's config names (``model.family``):
     ``FactorDiffusion``, or a VAE baseline."""
-    path = Path(path)
-    if not (path / "config.yaml").is_file():
-        raise CheckpointError(f"{path} has no config.yaml: not a run directory or a saved model")
+    path = resolve_model(path)
     family = load_config(path / "config.yaml").model.family
     if family == "diffusion":
         return FactorDiffusion.from_pretrained(path, device=device, use_ema=use_ema)

@@ -14,12 +14,13 @@ import html
 import json
 import tempfile
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from factordiff import plots, viz
+from factordiff import __version__, plots, viz
 from factordiff.attention_maps import save_attention_figure
 from factordiff.metrics.evaluate import HEADLINE
 from factordiff.metrics.representation import UnitPCA
@@ -101,14 +102,16 @@ def write_report(
     interchange: dict | None = None,
     steps: int | None = None,
     metrics_log: Path | None = None,
+    companion_run: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> Path:
     """Render every section into ``out`` (HTML). ``results``: metrics as
     ``fd.metrics.evaluate`` returns them (or from eval.json); missing parts are skipped
     with a note saying how to produce them. ``metrics_log``: the training log to plot
-    (default ``run_dir/metrics.jsonl``)."""
+    (default ``run_dir/metrics.jsonl``, else a saved model's ``train_log.jsonl``).
+    ``companion_run``: another run shown in its own section (the demo's short run)."""
     cfg = model.config
-    sections: list[tuple[str, str]] = []
+    sections: list[tuple[str, str]] = [("Model", _provenance_section(model, run_dir, results))]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
 
@@ -123,7 +126,10 @@ def write_report(
         sections.append(("Config", _table(["setting", "value"], overview)
                          + "<details><summary>full config.yaml</summary>"
                          f"<pre>{html.escape(config_text)}</pre></details>"))  # fmt: skip
-        metrics_log = metrics_log or run_dir / "metrics.jsonl"
+        metrics_log = metrics_log or next(
+            (p for p in (run_dir / "metrics.jsonl", run_dir / "train_log.jsonl") if p.is_file()),
+            run_dir / "metrics.jsonl",
+        )
         if metrics_log.is_file():
             figure("Training curves", lambda p: plots.save_training_curves(metrics_log, p))
         if results is not None:
@@ -172,12 +178,17 @@ def write_report(
         if downstream is not None:
             figure("Downstream accuracy", lambda p: plots.save_downstream_plot(downstream, p))
             sections.append(("Downstream table", _downstream_section(downstream)))
-        reproduce = (f"factordiff train {run_dir}/config.yaml --out {run_dir}\n"
-                     f"factordiff eval {run_dir}\nfactordiff downstream {run_dir}\n"
-                     f"factordiff report {run_dir}")  # fmt: skip
-        sections.append(("How to reproduce", f"<pre>{html.escape(reproduce)}</pre>"))
+        if companion_run is not None and (companion_run / "metrics.jsonl").is_file():
+            log = companion_run / "metrics.jsonl"
+            figure(f"Your own run: {companion_run}", lambda p: plots.save_training_curves(log, p),
+                   "The short from-scratch run this command just trained (not the model "
+                   "above): the loss falling shows the loop works; disentanglement takes "
+                   "longer.")  # fmt: skip
+        sections.append(
+            ("How to reproduce", f"<pre>{html.escape(_reproduce(model, run_dir))}</pre>")
+        )
     body = "".join(f"<h2>{html.escape(t)}</h2>\n{c}\n" for t, c in sections)
-    title = f"factordiff report: {run_dir.name} ({cfg.data.name})"
+    title = f"factordiff report: {_model_label(model, run_dir)} ({cfg.data.name})"
     page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>"
             f"<body><h1>{html.escape(title)}</h1>\n{body}</body></html>\n")  # fmt: skip
@@ -186,6 +197,50 @@ def write_report(
     tmp_out.write_text(page)
     tmp_out.replace(out)
     return out
+
+
+def _model_label(model, run_dir: Path) -> str:
+    shipped = model.provenance.get("shipped")
+    return f"shipped model '{shipped}'" if shipped else str(run_dir)
+
+
+def _provenance_section(model, run_dir: Path, results: dict | None) -> str:
+    """Which weights this page shows and when its numbers were made: a reader must be able
+    to tell a shipped model from their own run, and a fresh score from an old one."""
+    prov, cfg = model.provenance, model.config
+    step = prov.get("step")
+    trained = f"{step} of {cfg.train.max_steps} steps" if step is not None else "not recorded"
+    rows = [
+        ["model", _model_label(model, run_dir)],
+        ["folder", prov.get("path", str(run_dir))],
+        ["weights", prov.get("checkpoint", "model.safetensors")],
+        ["trained", f"{trained}, batch {cfg.train.batch_size}, seed {cfg.train.seed}"],
+        ["config sha256", prov.get("config_sha256", "-")],
+    ]
+    if "saved_with" in prov:
+        rows.append(["saved", f"{prov.get('saved_at')} with factordiff {prov['saved_with']}"])
+    if results is not None:
+        p = results.get("protocol", {})
+        when = p.get("scored_at", "not recorded")
+        version = p.get("factordiff_version", "not recorded")
+        rows.append(["metrics scored", f"{when}, factordiff {version}, "
+                     f"protocol x {p.get('scale')}"])  # fmt: skip
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    rows.append(["report written", f"{now}, factordiff {__version__}"])
+    return _table(["", ""], rows)
+
+
+def _reproduce(model, run_dir: Path) -> str:
+    """Commands that remake this page; a shipped model is retrained into runs/, never
+    into the package."""
+    shipped = model.provenance.get("shipped")
+    if shipped:
+        out = f"runs/{shipped}-retrained"
+        return (f"factordiff train {run_dir}/config.yaml --out {out}\nfactordiff eval {out}\n"
+                f"factordiff downstream {out}\nfactordiff report {out}")  # fmt: skip
+    return (f"factordiff train {run_dir}/config.yaml --out {run_dir}   # resumes if unfinished\n"
+            f"factordiff eval {run_dir}\nfactordiff downstream {run_dir}\n"
+            f"factordiff report {run_dir}")  # fmt: skip
 
 
 def _overview(model) -> list[list]:

@@ -160,7 +160,7 @@ def load(name: str, root: str | Path | None = None, **kwargs: Any) -> FactorData
         if spec.procedural is None:
             raise DatasetError(
                 f"dataset {spec.name!r} has no procedural version: give root=DIR holding "
-                f"{spec.files_hint} (see `factordiff data prepare {spec.name} --root DIR`)"
+                f"{spec.files_hint}{_how_to_get(spec.name)}"
             )
         return _import(spec.procedural)(**kwargs)
     root = Path(root).expanduser()
@@ -171,6 +171,15 @@ def load(name: str, root: str | Path | None = None, **kwargs: Any) -> FactorData
             f"{spec.name}: data root {root} does not exist (expected {spec.files_hint})"
         )
     return _import(spec.files)(root=root, **kwargs)
+
+
+def _how_to_get(name: str) -> str:
+    """Where the files come from: the download command, or the user's own images."""
+    from factordiff.data.download import MANUAL_DATASETS, SOURCES
+
+    if name in SOURCES or name in MANUAL_DATASETS:
+        return f" (see `factordiff data prepare {name} --root DIR`)"
+    return " (your own files: nothing to download; see docs/datasets.md)"
 
 
 def names() -> list[str]:

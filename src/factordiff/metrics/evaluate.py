@@ -8,12 +8,15 @@ then test, factors in batches of 16), so those codes are computed once and share
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections.abc import Iterable
+from datetime import datetime, timezone
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from factordiff import __version__
 from factordiff.data.base import FactorDataset
 from factordiff.metrics.utils import (
     MetricInputError,
@@ -96,7 +99,13 @@ def normalise_names(metrics: Iterable[str]) -> list[str]:
     names = [m.lower().replace("-", "").replace("_", "") for m in metrics]
     unknown = [m for m in names if m not in PROTOCOL]
     if unknown:
-        raise MetricInputError(f"unknown metric(s) {unknown}; choose from {', '.join(METRICS)}")
+        hints = []
+        for m in unknown:
+            close = difflib.get_close_matches(m, list(PROTOCOL), n=1, cutoff=0.6)
+            hints.append(f"{m!r} (did you mean {close[0]!r}?)" if close else repr(m))
+        raise MetricInputError(
+            f"unknown metric(s) {', '.join(hints)}; choose from {', '.join(METRICS)}"
+        )
     return names
 
 
@@ -141,6 +150,8 @@ def evaluate(
             "scale": scale,
             "dci_backend": dci_backend,
             "sizes": {m: sizes[m] for m in names},
+            "scored_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "factordiff_version": __version__,
         }
     }
     array_names = [m for m in names if m in ARRAY_METRICS]
