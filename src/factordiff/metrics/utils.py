@@ -170,7 +170,15 @@ def sample_codes(
 def represent_factors(
     represent: Represent, dataset: FactorDataset, factors: np.ndarray, chunk: int = 1024
 ) -> np.ndarray:
-    """Codes (n, n_codes) of the images at ``factors``, computed ``chunk`` images at a time."""
+    """Codes (n, n_codes) of the images at ``factors``, computed ``chunk`` images at a time.
+
+    When ``represent`` is a :class:`~factordiff.metrics.code_cache.CodeCache` built for
+    ``dataset``, the codes are looked up there (each distinct image represented once).
+    """
+    from factordiff.metrics.code_cache import CodeCache
+
+    if isinstance(represent, CodeCache) and represent.dataset is dataset:
+        return represent.codes(factors)
     out = []
     for start in range(0, len(factors), chunk):
         images = dataset.images(factors[start : start + chunk])
