@@ -67,12 +67,17 @@ def test_alignment_moves_units_toward_their_anchor_by_lam() -> None:
     centres = torch.tensor([[0.0, 0.0], [10.0, 10.0]])
     x = clusters(centres, 1000, 0.5, 3)
     units = fit_anchors(x[:, None], seed=0, n_init=2, max_splits=0)
-    anchors = Anchors(units, strength=0.1)
     tokens = torch.tensor([[[9.0, 11.0]], [[1.0, -1.0]]])
-    out = anchors.align(tokens)
     means = units[0].means.float()
     nearest = means[((tokens[:, 0, None] - means) ** 2).sum(-1).argmin(-1)]
+    out = Anchors(units, strength=0.1, lam_rule="official").align(tokens)
     lam = 0.1 * torch.exp(-((tokens[:, 0] - nearest) / (tokens[:, 0] + 1e-6)).abs().mean())
+    torch.testing.assert_close(out[:, 0], lam * nearest + (1 - lam) * tokens[:, 0])
+    out = Anchors(units, strength=0.1).align(tokens)  # default: spread, per token
+    dist = (tokens[:, 0] - nearest).norm(dim=-1, keepdim=True)
+    lam = 0.1 * torch.exp(-dist / units[0].spread)
+    x64 = x.double()  # spread: the RMS distance of the fit data to their mean
+    assert abs(units[0].spread - float(((x64 - x64.mean(0)) ** 2).sum(-1).mean().sqrt())) < 0.05
     torch.testing.assert_close(out[:, 0], lam * nearest + (1 - lam) * tokens[:, 0])
     fixed = Anchors(units, fixed_lam=1.0).align(tokens)
     torch.testing.assert_close(fixed[:, 0], nearest)
@@ -81,6 +86,8 @@ def test_alignment_moves_units_toward_their_anchor_by_lam() -> None:
 def test_refit_schedule() -> None:
     cfg = tiny("anchoring.enabled=true")
     assert [s for s in range(1, 13) if refit_due(cfg, s, per_epoch=4)] == [4, 8, 12]
+    cfg = tiny("anchoring.enabled=true", "train.max_steps=12")  # none at the last step
+    assert [s for s in range(1, 13) if refit_due(cfg, s, per_epoch=4)] == [4, 8]
     cfg = tiny("anchoring.enabled=true", "anchoring.every_steps=3")
     assert [s for s in range(1, 10) if refit_due(cfg, s, per_epoch=4)] == [3, 6, 9]
     assert not refit_due(tiny(), 4, per_epoch=4)
@@ -93,9 +100,16 @@ def test_training_with_anchors_saves_and_resumes_them(tmp_path: Path) -> None:
     train(tiny(*dyga, "train.max_steps=4"), tmp_path / "straight", progress=False)
     train(tiny(*dyga, "train.max_steps=2"), tmp_path / "split", progress=False)
     train(tiny(*dyga, "train.max_steps=4"), tmp_path / "split", progress=False)
-    fits = [r for r in log(tmp_path / "straight") if "anchor_fit_s" in r]
-    assert [r["step"] for r in fits] == [2, 4] and all(len(r["anchors"]) == 4 for r in fits)
-    assert (tmp_path / "straight" / "samples" / "anchors_00000004.png").is_file()
+    # no refit at the last step (anchors the U-Net would never train with); the split run
+    # does the refit it skipped at its step-2 end when resumed, so it stays bitwise equal
+    for run in ("straight", "split"):
+        fits = [r for r in log(tmp_path / run) if "anchor_fit_s" in r]
+        assert [r["step"] for r in fits] == [2] and len(fits[0]["anchors"]) == 4
+        assert len(fits[0]["anchor_splits"]) == len(fits[0]["anchor_filtered"]) == 4
+    assert (tmp_path / "straight" / "samples" / "anchors_00000002.png").is_file()
+    pulls = [r for r in log(tmp_path / "straight") if "anchor_lam" in r]
+    assert [r["step"] for r in pulls] == [3, 4]  # logged at each log step once anchors exist
+    assert all(len(r[k]) == 4 for r in pulls for k in ("anchor_move", "token_zero_share"))
     a, b = weights(tmp_path / "straight", "anchors"), weights(tmp_path / "split", "anchors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     wa, wb = weights(tmp_path / "straight"), weights(tmp_path / "split")
@@ -120,3 +134,70 @@ def test_alignment_keeps_gradients(mode: str) -> None:
     tokens = x[:4, None].clone().requires_grad_(True)
     anchors.align(tokens, generator=torch.Generator().manual_seed(0)).sum().backward()
     assert tokens.grad is not None and torch.isfinite(tokens.grad).all()
+
+
+def relu_tokens(n: int = 2000, n_units: int = 4, dim: int = 16, seed: int = 0) -> torch.Tensor:
+    """Tokens like the DyGA feature extractor's: each unit a scalar from 3-6 clusters of a
+    different spread per unit, through a random 1 -> 32 -> dim MLP ending in a ReLU, so
+    about half of the entries are exactly 0."""
+    g = torch.Generator().manual_seed(seed)
+    cols = []
+    for u in range(n_units):
+        centres = torch.linspace(-2, 2, 3 + u)
+        pick = torch.randint(0, len(centres), (n,), generator=g)
+        s = centres[pick] + 0.05 * (1 + 3 * u) * torch.randn(n, generator=g)
+        w1, b1 = torch.randn(1, 32, generator=g), torch.randn(32, generator=g)
+        w2, b2 = torch.randn(32, dim, generator=g) / 32**0.5, 0.5 * torch.randn(dim, generator=g)
+        cols.append(torch.relu(torch.relu(s[:, None] @ w1 + b1) @ w2 + b2))
+    return torch.stack(cols, 1)
+
+
+def test_default_pull_moves_every_unit_of_relu_tokens() -> None:
+    # Issue 19: the released lam divides by single coordinates, so on ReLU tokens it is 0.
+    # The default rule must move every unit by 5-10 % of its distance to its anchor
+    # (lam0 = 0.1, damped by the distance relative to the unit's spread).
+    tokens = relu_tokens()
+    assert (tokens == 0).float().mean() > 0.4
+    units = fit_anchors(tokens, seed=0)
+    batch = tokens[:256]
+    anchor = Anchors(units, fixed_lam=1.0).align(batch)  # lam 1: the anchors themselves
+    dist = (anchor - batch).norm(dim=-1).mean(0)
+    assert (dist > 0).all()
+    move = (Anchors(units).align(batch) - batch).norm(dim=-1).mean(0) / dist
+    assert ((move > 0.05) & (move <= 0.1)).all(), move
+    official = (Anchors(units, lam_rule="official").align(batch) - batch).norm(dim=-1).mean(0)
+    assert (official / dist < 1e-6).all()  # the reproduction option keeps the released flaw
+
+
+def test_pull_statistics_say_what_the_alignment_did() -> None:
+    tokens = relu_tokens(n=1000, n_units=3)
+    units = fit_anchors(tokens, seed=0)
+    anchors = Anchors(units, strength=0.1)
+    assert anchors.pop_stats() is None
+    anchors.align(tokens[:100])  # not recorded (representation extraction)
+    assert anchors.pop_stats() is None
+    anchors.align(tokens[:100], record=True)
+    anchors.align(tokens[100:200], record=True)
+    stats = anchors.pop_stats()
+    assert set(stats) == {"anchor_lam", "anchor_move", "token_zero_share"}
+    zero = (tokens[:200] == 0).double().mean(dim=(0, 2))
+    np.testing.assert_allclose(stats["token_zero_share"], zero.numpy(), atol=1e-6)
+    # one lam per token: the move relative to the distance is a distance-weighted mean lam
+    pairs = zip(stats["anchor_move"], stats["anchor_lam"], strict=True)
+    assert all(0.05 < m <= 0.1 and 0.05 < lam <= 0.1 for m, lam in pairs)
+    assert anchors.pop_stats() is None  # popped
+    official = Anchors(units, lam_rule="official")
+    official.align(tokens[:100], record=True)
+    assert max(official.pop_stats()["anchor_lam"]) < 1e-4
+    with pytest.raises(ValueError, match="lam_rule"):
+        Anchors(units, lam_rule="nope")
+
+
+def test_fit_reports_splits_and_filters() -> None:
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0], [0, 10], [10, 0], [10, 10], [20, 0], [20, 10]])
+    mix = fit_unit(clusters(centres, 3000, 0.3, 0), n_init=2, split_threshold=0.15, generator=g)
+    assert mix.splits > 0 and mix.n_components == 2 + mix.splits - mix.filtered
+    x = torch.cat([clusters(centres[[0, 3]], 2000, 0.3, 1), torch.tensor([[50.0, 50.0]] * 4)])
+    mix = fit_unit(x, n_init=3, max_splits=0, min_weight=10, generator=g)
+    assert (mix.splits, mix.filtered, mix.n_components) == (0, 1, 2)

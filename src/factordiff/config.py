@@ -58,6 +58,8 @@ class EncoderConfig:
     mlp_hidden: list[int] = field(default_factory=lambda: [64, 128])
     fc_hidden: list[int] = field(default_factory=list)  # DyGA paper: [4096, 256]
     fsq_levels: int = 0  # > 0: FSQ-quantise each unit's scalar to this many values (ablation)
+    # conv widths (dyga: stem + 4 strided, official [64, 128, 256, 256, 256]); [] = `channels`
+    conv_widths: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -114,7 +116,10 @@ class AnchoringConfig:
     max_splits: int = 3
     max_components: int = 32
     min_weight: float = 10.0
-    strength: float = 0.1  # lam0 in lam = lam0 * exp(-mean |(c - anchor) / c|)
+    strength: float = 0.1  # lam0
+    # spread: lam = lam0 * exp(-|c - anchor| / the unit's spread), one lam per token;
+    # official: the released lam0 * exp(-mean |(c - anchor) / c|), 0 on ReLU tokens (docs/dyga.md)
+    lam_rule: str = "spread"
     fixed_lam: float | None = None  # a constant lam instead
     mode: str = "hard"  # hard (most responsible Gaussian) | gumbel (Gumbel-softmax mix)
     tau: float = 1.0  # Gumbel-softmax temperature
@@ -182,6 +187,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.mixed_precision": ("no", "fp16", "bf16"),
     "eval.representation": ("auto", "scalars", "pca", "flatten"),
     "anchoring.mode": ("hard", "gumbel"),
+    "anchoring.lam_rule": ("spread", "official"),
 }
 
 

@@ -251,7 +251,7 @@ class FactorDiffusion(ImageModel):
         e = m.encoder
         self.encoder = UnitEncoder(
             e.kind, self.image_size, 3, e.n_units, e.unit_dim, e.channels, e.mlp_hidden,
-            e.fc_hidden, e.fsq_levels,
+            e.fc_hidden, e.fsq_levels, e.conv_widths,
         )  # fmt: skip
         u = m.unet
         self.unet = UNet(
@@ -287,7 +287,7 @@ class FactorDiffusion(ImageModel):
         _, tokens = self.encoder(x)
         if self.anchors is None:
             return tokens
-        aligned = self.anchors.align(tokens)
+        aligned = self.anchors.align(tokens, record=self.training)  # training: log the pull
         if self.config.anchoring.straight_through:
             return tokens + (aligned - tokens).detach()
         return aligned
@@ -298,8 +298,11 @@ class FactorDiffusion(ImageModel):
         self.anchors = (
             None
             if units is None
-            else Anchors(units, strength=a.strength, mode=a.mode, tau=a.tau, fixed_lam=a.fixed_lam)
-        )
+            else Anchors(
+                units, strength=a.strength, mode=a.mode, tau=a.tau, fixed_lam=a.fixed_lam,
+                lam_rule=a.lam_rule,
+            )
+        )  # fmt: skip
 
     # -- inference ------------------------------------------------------------------
     @torch.no_grad()

@@ -98,3 +98,43 @@ def save_downstream_plot(results: dict[str, dict], out: str | Path) -> Path:
            title="downstream: gradient boosted trees")  # fmt: skip
     ax.legend(fontsize=8)
     return _save_figure(fig, out, dpi=100)
+
+
+def has_anchoring_records(metrics_log: str | Path) -> bool:
+    return any("anchor_fit_s" in r or "anchor_lam" in r for r in read_metrics_log(metrics_log))
+
+
+def save_anchoring_plot(metrics_log: str | Path, out: str | Path) -> Path:
+    """What DyGA did during training, from ``metrics.jsonl``: per unit, lam and the move
+    toward the anchor as a share of the distance to it (log steps), the share of
+    exactly-zero token entries, and the number of anchors K at each refit. Flat zeros in
+    the first two panels mean the pull did nothing."""
+    records = read_metrics_log(metrics_log)
+    pulls = [r for r in records if "anchor_lam" in r]
+    fits = [r for r in records if "anchor_fit_s" in r and isinstance(r.get("anchors"), list)]
+    if not pulls and not fits:
+        raise ValueError(f"{metrics_log} holds no anchoring records")
+    fig, axes = plt.subplots(1, 4, figsize=(15.0, 3.0))
+    steps = [r["step"] for r in pulls]
+    panels = [("anchor_lam", "lam (mean per unit)"),
+              ("anchor_move", "move / distance to anchor"),
+              ("token_zero_share", "share of exact zeros in tokens")]  # fmt: skip
+    for ax, (key, title) in zip(axes[:3], panels, strict=True):
+        if pulls:
+            values = np.array([r[key] for r in pulls], dtype=np.float64)
+            for u in range(values.shape[1]):
+                ax.plot(steps, values[:, u], lw=1, marker=".", ms=3, label=f"unit {u}")
+        ax.set(xlabel="step", title=title)
+        ax.set_ylim(0, 1.0 if key == "token_zero_share" else None)
+    if pulls and len(pulls[0]["anchor_lam"]) <= 12:
+        axes[0].legend(fontsize=6, ncol=2)
+    ax = axes[3]
+    if fits:
+        k = np.array([r["anchors"] for r in fits])
+        for u in range(k.shape[1]):
+            ax.plot([r["step"] for r in fits], k[:, u], marker="o", ms=3, lw=1)
+        splits = sum(sum(r.get("anchor_splits") or [0]) for r in fits)
+        filtered = sum(sum(r.get("anchor_filtered") or [0]) for r in fits)
+        ax.set_title(f"anchors K per unit ({splits} splits, {filtered} filtered)", fontsize=9)
+    ax.set(xlabel="refit step")
+    return _save_figure(fig, out, dpi=90)

@@ -132,6 +132,11 @@ def write_report(
         )
         if metrics_log.is_file():
             figure("Training curves", lambda p: plots.save_training_curves(metrics_log, p))
+            if plots.has_anchoring_records(metrics_log):
+                figure("What anchoring did", lambda p: plots.save_anchoring_plot(metrics_log, p),
+                       "DyGA per unit: lam, the move toward the anchor as a share of the "
+                       "distance to it, the share of exactly-zero token entries, and the "
+                       "anchors kept at each refit. Flat zeros: the pull did nothing.")  # fmt: skip
         if results is not None:
             sections.append(("Metrics", _metrics_section(results)))
             if "dci" in results:

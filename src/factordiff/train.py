@@ -216,7 +216,7 @@ def device_batch_stream(
         yield {"image": to_float(store[torch.as_tensor(rows, device=device)], cfg.data.image_size)}
 
 
-def refit_due(cfg: Config, step: int, per_epoch: int) -> bool:
+def refit_scheduled(cfg: Config, step: int, per_epoch: int) -> bool:
     """DyGA schedule: no anchors during the first epoch, then a refit every N epochs
     (or every ``anchoring.every_steps`` steps)."""
     a = cfg.anchoring
@@ -225,6 +225,20 @@ def refit_due(cfg: Config, step: int, per_epoch: int) -> bool:
     if a.every_steps > 0:
         return step % a.every_steps == 0
     return step >= per_epoch and step % (per_epoch * a.every_epochs) == 0
+
+
+def refit_due(cfg: Config, step: int, per_epoch: int) -> bool:
+    """``refit_scheduled``, except at the last step: anchors fitted there would only be
+    used by evaluation, never by the U-Net in training. A run resumed past that step does
+    the skipped refit first (``refit_pending``), so it continues as an unbroken run."""
+    return step < cfg.train.max_steps and refit_scheduled(cfg, step, per_epoch)
+
+
+def refit_log(units: list, seconds: float) -> dict:
+    """What a refit did, per unit: Gaussians kept (K), split and filtered out."""
+    return {"anchor_fit_s": seconds, "anchors": [u.n_components for u in units],
+            "anchor_splits": [u.splits for u in units],
+            "anchor_filtered": [u.filtered for u in units]}  # fmt: skip
 
 
 def refit_anchors(
@@ -496,6 +510,7 @@ def _train_guarded(
 
     raw_optimizer = optimizer  # accelerate wraps it below; its state_dict lives here
     step = bad_steps = bad_streak = 0
+    refit_pending = False  # a refit scheduled at the step a resumed run stopped at
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:  # resume: weights, EMA, optimizer, schedule; data follows from step
         state = load_state(ckpt)
@@ -509,6 +524,7 @@ def _train_guarded(
         scheduler.load_state_dict(state["lr_scheduler"])
         step = state["step"]
         bad_steps = state.get("bad_steps", 0)
+        refit_pending = state.get("refit_pending", False)
         if acc.is_main_process:
             print(f"resuming {run_dir} from {ckpt.name} (step {step})")
             saved_chunks = state.get("processes", world) * state.get("grad_accum", t.grad_accum)
@@ -542,7 +558,9 @@ def _train_guarded(
                  "ema_step": ema.optimization_step, "optimizer": opt_meta,
                  "lr_scheduler": scheduler.state_dict(), "processes": world,
                  "grad_accum": t.grad_accum,
-                 "bad_steps": bad_steps},
+                 "bad_steps": bad_steps,
+                 "refit_pending": refit_scheduled(cfg, step, data.per_epoch)
+                 and not refit_due(cfg, step, data.per_epoch)},
                 keep=t.keep_checkpoints,
             )  # fmt: skip
         acc.wait_for_everyone()
@@ -575,7 +593,21 @@ def _train_guarded(
         if cfg.data.on_device
         else batch_stream(dataset, data, cfg, step, rank, world)
     )
+
+    def refit() -> None:
+        nonlocal tick
+        start = time.perf_counter()
+        plot = run_dir / "samples" / f"anchors_{step:08d}.png"
+        units = [refit_anchors(model, dataset, cfg, step, plot) if acc.is_main_process else None]
+        broadcast_object_list(units)  # every process aligns with rank 0's anchors
+        model.set_anchors(units[0])
+        seconds = time.perf_counter() - start
+        logger.log(step, refit_log(units[0], seconds))
+        tick += seconds  # a refit is not training throughput
+
     try:
+        if refit_pending and step < t.max_steps:
+            refit()
         while step < t.max_steps:
             ddp_model.train()
             step_loss = torch.zeros((), device=acc.device)
@@ -625,27 +657,18 @@ def _train_guarded(
                     "train.base_lr, set train.grad_clip, or train in fp32, then rerun to resume."
                 )
             if refit_due(cfg, step, data.per_epoch):
-                start = time.perf_counter()
-                plot = run_dir / "samples" / f"anchors_{step:08d}.png"
-                units = [
-                    refit_anchors(model, dataset, cfg, step, plot) if acc.is_main_process else None
-                ]
-                broadcast_object_list(units)  # every process aligns with rank 0's anchors
-                model.set_anchors(units[0])
-                seconds = time.perf_counter() - start
-                logger.log(
-                    step, {"anchor_fit_s": seconds, "anchors": [u.n_components for u in units[0]]}
-                )
-                tick += seconds  # a refit is not training throughput
+                refit()
 
             if (step % t.log_every == 0 or step == t.max_steps) and loss_count:
                 mean_loss = acc.reduce(loss_sum, "mean").item() / loss_count
                 elapsed = time.perf_counter() - tick
                 rate = images / elapsed
+                pull = model.anchors.pop_stats() if model.anchors is not None else None
                 logger.log(
                     step,
-                    {"loss": mean_loss, "lr": scheduler.get_last_lr()[0], "images_per_s": rate},
-                )
+                    {"loss": mean_loss, "lr": scheduler.get_last_lr()[0], "images_per_s": rate,
+                     **(pull or {})},
+                )  # fmt: skip
                 bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}")
                 loss_sum.zero_()
                 loss_count, images, tick = 0, 0, time.perf_counter()
@@ -780,6 +803,9 @@ class RunLogger:
             for k, v in values.items():
                 if isinstance(v, int | float):
                     self.writer.add_scalar(f"train/{k}", v, step)
+                elif isinstance(v, list) and all(isinstance(x, int | float) for x in v):
+                    for i, x in enumerate(v):  # per unit (DyGA): one curve per unit
+                        self.writer.add_scalar(f"train/{k}/{i}", x, step)
 
     def log_eval(self, step: int, scores: dict) -> None:
         if not self.enabled:

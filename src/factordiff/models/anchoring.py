@@ -16,8 +16,22 @@ set, in normalised coordinates:
 
 Align (``Anchors.align``): anchor = mean of the most responsible Gaussian (``hard``) or a
 Gumbel-softmax mix of the means (``gumbel``, temperature ``tau``);
-``c <- lam * anchor + (1 - lam) * c`` with ``lam = lam0 * exp(-mean |(c - anchor) / c|)``
-(one lam per unit and batch), or a fixed ``lam``.
+``c <- lam * anchor + (1 - lam) * c`` with lam from ``lam_rule``:
+
+* ``spread`` (default): ``lam = lam0 * exp(-||c - anchor|| / s)`` per token, with ``s`` the
+  unit's spread (RMS distance of its fit features to their mean, from the mixture), in
+  the features' own coordinates. The paper's intent -- lam0 damped by how far the feature
+  is from its anchor -- without dividing by coordinates. (Not in the min-max normalised
+  coordinates: a feature dimension that barely varied at the fit has a span near 0 there,
+  and any later drift in it makes every normalised distance huge and lam 0.)
+* ``official``: the released code's ``lam = lam0 * exp(-mean |(c - anchor) / (c + 1e-6)|)``
+  (one lam per unit and batch). It divides by single coordinates: on ReLU tokens (many
+  exact zeros) one zero against a non-zero anchor coordinate adds |anchor| x 1e6 to the
+  mean and lam underflows to 0 -- kept only to reproduce that code (docs/dyga.md).
+
+or a fixed ``lam``. With ``record=True`` (training) ``align`` accumulates what it did --
+per unit the mean lam, the move |aligned - raw| relative to the distance to the anchor,
+and the share of exactly-zero token entries -- for ``pop_stats`` to log.
 """
 
 from __future__ import annotations
@@ -39,6 +53,8 @@ class UnitMixture:
     low: torch.Tensor  # (D,) feature minimum of the fit data
     span: torch.Tensor  # (D,) max - min (floored)
     _placed: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    splits: int = field(default=0, compare=False)  # Gaussians split at the fit (not saved)
+    filtered: int = field(default=0, compare=False)  # Gaussians dropped at the fit (not saved)
 
     @property
     def n_components(self) -> int:
@@ -67,6 +83,25 @@ class UnitMixture:
             low, span = self.low.to(device, torch.float64), self.span.to(device, torch.float64)
             self._placed[key] = (params, low, span, params.means[0] * span + low)
         return self._placed[key]
+
+    @property
+    def spread(self) -> float:
+        """The unit's spread in feature coordinates: the RMS distance of the mixture's
+        points to their overall mean, sqrt(sum_k pi_k (tr Sigma_k + |mu_k - mu|^2)) with the
+        mixture mapped back from normalised coordinates (x = low + span * xn)."""
+        if "spread" not in self._placed:
+            p = self.params
+            dim = p.means.shape[-1]
+            mask = torch.arange(dim) < p.dims[0].unsqueeze(-1)  # (K, p) signal directions
+            eig = torch.where(mask, p.signal[0], p.noise[0][:, None]).clamp_min(0)  # (K, p)
+            diag = ((p.basis[0] ** 2) * eig[:, None, :]).sum(-1)  # (K, p): Sigma_k's diagonal
+            sq = self.span.to(diag.dtype) ** 2
+            w = p.weights[0] / p.weights[0].sum()
+            centre = (w[:, None] * p.means[0]).sum(0)
+            between = (((p.means[0] - centre) ** 2) * sq).sum(-1)
+            total = (w * ((diag * sq).sum(-1) + between)).sum()
+            self._placed["spread"] = max(float(total.sqrt()), 1e-12)
+        return self._placed["spread"]
 
     def log_joint(self, x: torch.Tensor) -> torch.Tensor:
         """log(pi_k N_k(x)) of features x (n, D) under this mixture: (n, K)."""
@@ -118,6 +153,7 @@ def fit_unit(
         start, k0 = previous.log_joint(x).argmax(-1)[None], previous.n_components
     res = fit_mixtures(xn[None], k0, init=start, max_iter=em_iters, tol=0.0, generator=generator)
     labels = res.log_resp[0].argmax(-1)
+    n_split = 0
     for _ in range(max_splits):
         k = res.params.weights.shape[-1]
         spread = _member_spread(xn, labels, res.params.means[0])
@@ -126,6 +162,7 @@ def fit_unit(
         wide = wide[: max_components - k]
         if not wide:
             break
+        n_split += len(wide)
         new_labels = labels.clone()
         next_id = k
         for c in wide:  # split c: its members get labels c and next_id from a 2-component fit
@@ -145,7 +182,11 @@ def fit_unit(
         kept_resp = res.log_resp[0][:, keep]
         relabel = kept_resp.argmax(-1)
         res = _fit(xn, relabel, len(keep), em_iters, generator)
-    return UnitMixture(res.params, low, span)
+    n_filtered = weight.shape[0] - len(keep)
+    return UnitMixture(res.params, low, span, splits=n_split, filtered=n_filtered)
+
+
+LAM_RULES = ("spread", "official")
 
 
 @dataclass
@@ -155,9 +196,33 @@ class Anchors:
     mode: str = "hard"  # hard | gumbel
     tau: float = 1.0
     fixed_lam: float | None = None
+    lam_rule: str = "spread"  # spread | official (see the module docstring)
+    _stats: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def align(self, tokens: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Shift each unit's tokens (B, N, D) toward its anchor; gradients flow through c."""
+    def __post_init__(self) -> None:
+        if self.lam_rule not in LAM_RULES:
+            raise ValueError(f"lam_rule must be one of {LAM_RULES}, got {self.lam_rule!r}")
+
+    def _lam(self, mix: UnitMixture, c: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        """lam for tokens c (B, D) and their anchors: (B, 1) or a scalar."""
+        if self.fixed_lam is not None:
+            return torch.as_tensor(self.fixed_lam, dtype=c.dtype, device=c.device)
+        if self.lam_rule == "official":
+            rel = ((c - anchor) / (c + 1e-6)).abs().mean()
+            return self.strength * torch.exp(-rel)
+        dist = (c.detach() - anchor.detach()).double().norm(dim=-1, keepdim=True)
+        return (self.strength * torch.exp(-dist / mix.spread)).to(c.dtype)
+
+    def align(
+        self,
+        tokens: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        record: bool = False,
+    ) -> torch.Tensor:
+        """Shift each unit's tokens (B, N, D) toward its anchor; gradients flow through c
+        (the ``spread`` lam is a weight: no gradient through it). ``record``: accumulate
+        what the pull did for ``pop_stats``."""
         out = []
         for u, mix in enumerate(self.units):
             c = tokens[:, u]
@@ -171,13 +236,38 @@ class Anchors:
                 )
                 weights = torch.softmax((log_joint + gumbel.to(log_joint.device)) / self.tau, -1)
                 anchor = weights.to(c.dtype) @ means
-            if self.fixed_lam is not None:
-                lam = torch.as_tensor(self.fixed_lam, dtype=c.dtype, device=c.device)
-            else:
-                rel = ((c - anchor) / (c + 1e-6)).abs().mean()
-                lam = self.strength * torch.exp(-rel)
-            out.append(lam * anchor + (1 - lam) * c)
+            lam = self._lam(mix, c, anchor)
+            aligned = lam * anchor + (1 - lam) * c
+            if record:
+                self._record(u, c.detach(), anchor.detach(), aligned.detach(), lam.detach())
+            out.append(aligned)
         return torch.stack(out, dim=1)
+
+    def _record(self, u, c, anchor, aligned, lam) -> None:
+        s = self._stats.setdefault(u, torch.zeros(6, dtype=torch.float64))
+        s += torch.tensor([
+            float(lam.double().mean()),
+            float((aligned - c).double().norm(dim=-1).sum()),
+            float((anchor - c).double().norm(dim=-1).sum()),
+            float((c == 0).sum()),
+            float(c.numel()),
+            1.0,
+        ], dtype=torch.float64)  # fmt: skip
+
+    def pop_stats(self) -> dict[str, list[float]] | None:
+        """Per unit, over the ``align(record=True)`` calls since the last pop: mean lam
+        (``anchor_lam``), mean move / mean distance to the anchor (``anchor_move``), share
+        of exactly-zero token entries (``token_zero_share``). None when nothing was recorded."""
+        if not self._stats:
+            return None
+        units = sorted(self._stats)
+        st = [self._stats[u] for u in units]
+        self._stats = {}
+        return {
+            "anchor_lam": [round(float(s[0] / s[5]), 6) for s in st],
+            "anchor_move": [round(float(s[1] / s[2]) if s[2] > 0 else 0.0, 6) for s in st],
+            "token_zero_share": [round(float(s[3] / s[4]), 6) for s in st],
+        }
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Flat tensors for safetensors (components differ per unit)."""

@@ -6,10 +6,16 @@ tokens (B, N, D))``:
 * ``encdiff`` (EncDiff's ``Encoder4``): four 4x4 stride-2 convs with BatchNorm + ReLU,
   two residual blocks, a linear layer to N scalars, and for each scalar its own MLP
   1 -> 64 -> 128 -> D (ELU). The N scalars are the representation the metrics use.
-* ``dyga`` (the DyGA paper's feature extractor): a 7x7 conv stem, four stride-2 convs,
-  fully connected layers (4096 -> 256 at 64x64) to N scalars, then per-unit MLPs
-  1 -> 256 -> 512 -> D with a final ReLU. Its units are vectors; the metrics reduce each
-  to one number by PCA.
+* ``dyga`` (the DyGA paper's feature extractor): a 7x7 conv stem, four stride-2 convs
+  (official widths 64 -> 128 -> 256 -> 256 -> 256: ``conv_widths``; one ``channels`` width
+  when not given), fully connected layers (4096 -> 256 at 64x64) to N scalars, then
+  per-unit MLPs 1 -> 256 -> 512 -> D with a final ReLU. Its units are vectors; the metrics
+  reduce each to one number by PCA.
+
+Deviations of ``encdiff`` from the official ``Encoder4`` (kept so that trained models,
+the shipped quick-start one included, load): the official code has no ReLU after the
+third conv, BN + ReLU between the two residual blocks, no BN at the end of the residual
+branch, and no final ReLU (docs/dyga.md, "Fidelity").
 
 The per-unit MLPs are batched (one einsum per layer over all units) instead of N small
 modules: the same function, N times fewer kernel launches.
@@ -115,26 +121,33 @@ class UnitEncoder(nn.Module):
         mlp_hidden: tuple[int, ...] | list[int] = (64, 128),
         fc_hidden: tuple[int, ...] | list[int] = (),
         fsq_levels: int = 0,
+        conv_widths: tuple[int, ...] | list[int] = (),
     ) -> None:
         super().__init__()
         if image_size % 16:
             raise ValueError(f"the unit encoder needs image_size divisible by 16, got {image_size}")
         self.kind, self.n_units, self.unit_dim = kind, n_units, unit_dim
         self.fsq_levels = fsq_levels
+        n_convs = 5 if kind == "dyga" else 4
+        widths = list(conv_widths) or [channels] * n_convs
+        if len(widths) != n_convs:
+            raise ValueError(f"conv_widths of the {kind} encoder: {n_convs} widths, got {widths}")
+        if kind == "encdiff" and len(set(widths)) > 1:
+            raise ValueError("the encdiff encoder has one width (its residual blocks keep it)")
         layers: list[nn.Module] = []
         c = in_channels
         if kind == "dyga":  # 7x7 stem at full resolution before the strided convs
-            layers += _conv_bn_relu(c, channels, 7, 1, 3)
-            c = channels
+            layers += _conv_bn_relu(c, widths[0], 7, 1, 3)
+            c, widths = widths[0], widths[1:]
         elif kind != "encdiff":
             raise ValueError(f"unknown encoder kind {kind!r}; expected 'encdiff' or 'dyga'")
-        for _ in range(4):
-            layers += _conv_bn_relu(c, channels, 4, 2, 1)
-            c = channels
+        for width in widths:
+            layers += _conv_bn_relu(c, width, 4, 2, 1)
+            c = width
         if kind == "encdiff":
-            layers += [ResidualBlock(channels), ResidualBlock(channels), nn.ReLU()]
+            layers += [ResidualBlock(c), ResidualBlock(c), nn.ReLU()]
         self.features = nn.Sequential(*layers, nn.Flatten())
-        flat = channels * (image_size // 16) ** 2
+        flat = c * (image_size // 16) ** 2
         head: list[nn.Module] = []
         for width in fc_hidden:
             head += [nn.Linear(flat, width), nn.ReLU()]
