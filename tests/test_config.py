@@ -18,7 +18,7 @@ def test_all_presets_load() -> None:
         assert isinstance(cfg, Config)
         family, _, rest = name.partition("_")
         expected = rest if family in ("betavae", "betatcvae", "factorvae") else name
-        assert cfg.data.name == expected.removesuffix("_dyga")
+        assert cfg.data.name == expected.removesuffix("_paper").removesuffix("_dyga")
 
 
 def test_dyga_presets_hold_the_paper_settings() -> None:
@@ -26,7 +26,8 @@ def test_dyga_presets_hold_the_paper_settings() -> None:
         cfg = load_config(f"{name}_dyga")
         enc, unet = cfg.model.encoder, cfg.model.unet
         assert (enc.kind, enc.n_units, enc.unit_dim) == ("dyga", 20, 32)
-        assert enc.fc_hidden == [4096, 256] and enc.mlp_hidden == [256, 512]
+        assert enc.conv_widths == [64, 128, 256, 256, 256]  # official widths: flatten 4096
+        assert enc.fc_hidden == [256] and enc.mlp_hidden == [256, 512]
         assert (unet.skip_dropout, unet.skip_dropout_resolutions, unet.dropout) == (
             0.2,
             [1, 2],
@@ -34,6 +35,8 @@ def test_dyga_presets_hold_the_paper_settings() -> None:
         )
         assert cfg.anchoring.enabled and cfg.anchoring.strength == 0.1
         assert (cfg.train.base_lr, cfg.train.scale_lr, cfg.train.seed) == (1e-4, False, 42)
+        assert cfg.train.warmup_steps == 0  # the official DyGA configs have no scheduler
+        assert cfg.anchoring.lam_rule == "spread"
         assert cfg.train.batch_size == (64 if name == "celeba" else 512)
 
 

@@ -28,7 +28,8 @@ def bench():
 def test_cpu_recipe_at_64x64_keeps_the_quickstart_latent_grid(bench) -> None:
     name, overrides = bench.preset("encdiff_dyga_sd", "shapes3d", published=False)
     cfg = load_config(name, overrides)
-    assert name == "quickstart_dyga"
+    assert name == "quickstart_dyga"  # same EncDiff encoder as quickstart (issue 19)
+    assert cfg.model.encoder.kind == "encdiff"
     assert cfg.data.name == "shapes3d" and cfg.anchoring.enabled
     assert cfg.model.first_stage.kind == "unshuffle"
     assert 64 // cfg.model.first_stage.patch_size == 8  # the quick start's 8x8 grid
