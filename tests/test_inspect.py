@@ -25,9 +25,9 @@ from factordiff.interchange import FactorClassifier, interchange_score
 from factordiff.metrics.downstream import downsampled_pixels, downstream
 from factordiff.models.unet import UNet
 from factordiff.pipeline import FactorDiffusion
-from factordiff.report import write_report
+from factordiff.report import _interchange_section, format_setting, write_report
 from factordiff.train import train
-from factordiff.viz import traverse_units
+from factordiff.viz import save_swap_grid, save_traverse_grid, swap_grid, traverse_units
 from metric_cases import MetricTinyGrid, decode_factors
 from test_training import tiny
 
@@ -66,6 +66,27 @@ def test_swap_and_traverse_commands_write_pngs(run: Path, tmp_path: Path) -> Non
                                   "--n-steps", "3", "--steps", "2"])  # fmt: skip
         assert res.exit_code == 0, res.output
         assert _png(out).size[1] > 200
+
+
+def test_swap_grid_shows_the_unswapped_regeneration_beside_the_source(
+    model: FactorDiffusion, tmp_path: Path
+) -> None:
+    images = load("quickstart").images_at(np.arange(4))
+    grid = swap_grid(model, images[:2], images[2:], steps=2)
+    n = model.n_units
+    assert grid.shape == (2, 3 + n, 32, 32, 3)  # source, source regen., target, N swaps
+    assert np.array_equal(grid[:, 0], images[:2]) and np.array_equal(grid[:, 2], images[2:])
+    regen = model.decode(model.encode(images[:2]), 2, seed=0)  # same noise as the swaps
+    assert np.abs(grid[:, 1].astype(int) - regen.astype(int)).max() <= 1
+    out = save_swap_grid(model, load("quickstart"), tmp_path / "s.png", n_pairs=2, steps=2)
+    assert _png(out).size[0] == round((0.9 * (3 + n) + 1.6) * 100)  # one cell per column
+
+
+def test_traverse_grid_leads_each_row_with_image_and_regeneration(
+    model: FactorDiffusion, tmp_path: Path
+) -> None:
+    out = save_traverse_grid(model, load("quickstart"), tmp_path / "t.png", n_steps=3, steps=2)
+    assert _png(out).size[0] == round((0.9 * (2 + 3) + 1.6) * 100)  # image, regen., 3 steps
 
 
 def test_traverse_rejects_bad_options(run: Path, tmp_path: Path) -> None:
@@ -109,6 +130,62 @@ def test_interchange_score_counts_changed_factors(model: FactorDiffusion) -> Non
     n_units, n_factors = model.config.model.encoder.n_units, len(dataset.factor_sizes)
     assert np.array(res["per_unit_changed_share"]).shape == (n_units, n_factors)
     assert res["exactly_one"] + res["none"] + res["several"] == pytest.approx(1.0)
+    regen = res["classifier_accuracy_on_regenerations"]
+    assert list(regen) == list(dataset.factor_names)
+    assert all(0.0 <= v <= 1.0 for v in regen.values())
+    assert res["classifier_accuracy_on_regenerations_mean"] == pytest.approx(
+        np.mean(list(regen.values()))
+    )
+    html_text = _interchange_section(res)
+    assert "classifier accuracy on regenerations" in html_text and "unreliable" in html_text
+    old = {k: v for k, v in res.items() if not k.startswith("classifier_accuracy_on_regen")}
+    assert "not measured" in _interchange_section(old)  # an interchange.json from before
+
+
+def test_interchange_command_prints_classifier_accuracy_on_regenerations(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import factordiff.interchange as ic
+
+    dataset = load("quickstart")
+    untrained = FactorClassifier(dataset.factor_sizes, 32)  # no 1500-step training in a test
+    monkeypatch.setattr(ic, "load_or_train_classifier", lambda *a, **k: (untrained, None))
+    res = RUNNER.invoke(app, ["interchange", str(run), "--pairs", "2", "--steps", "2",
+                              "--out", str(tmp_path / "ic.json")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "classifier" in text and "give unreliable changed-shares" in text
+    saved = json.loads((tmp_path / "ic.json").read_text())
+    assert 0.0 <= saved["classifier_accuracy_on_regenerations_mean"] <= 1.0
+
+
+def test_config_values_are_formatted_for_readers() -> None:
+    assert format_setting(0.0, zero="off") == "off" and format_setting(0) == "0"
+    assert format_setting(2 / 3) == "0.6667" and format_setting(4.5e-06) == "4.5e-06"
+    assert format_setting(0.1) == "0.1" and format_setting(1.0) == "1"
+    assert format_setting(64) == "64" and format_setting(True) == "yes"
+
+
+def test_periodic_eval_legend_does_not_cover_the_curves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from factordiff import plots
+
+    log = tmp_path / "metrics.jsonl"
+    scores = {"dci/disentanglement": 0.3, "mig/mig": 0.2, "sap/sap": 0.9}
+    lines = [{"step": s, "loss": 1.0 / s, "eval": {k: v + s / 1e4 for k, v in scores.items()}}
+             for s in (100, 200, 300)]  # fmt: skip
+    log.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    figures = []
+    monkeypatch.setattr(plots, "_save_figure", lambda fig, out, dpi: figures.append(fig) or out)
+    plots.save_training_curves(log, tmp_path / "c.png")
+    fig = figures[0]
+    fig.tight_layout()
+    renderer = fig.canvas.get_renderer()
+    ax = next(a for a in fig.axes if a.get_legend() is not None)
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert not legend.overlaps(ax.get_window_extent(renderer))
+    assert legend.x1 <= fig.bbox.x1  # and it is not cut off
 
 
 def test_downstream_known_answers() -> None:
@@ -179,6 +256,7 @@ def test_report_is_self_contained_valid_html_with_every_section(report: Path) ->
                     "How to reproduce"]:  # fmt: skip
         assert section in page.headings
     assert len(page.images) == 10  # 9 figures + the run's newest anchor plot
+    assert re.search(r"<td>Skip Dropout</td><td>off</td>", text)  # not 0.0000
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
         _png(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))

@@ -331,7 +331,17 @@ def interchange(
     for k, shares in enumerate(res["per_unit_changed_share"]):
         cells = [f"{v:.2f}" for v in [*shares, res["per_unit_exactly_one"][k]]]
         table.add_row(str(k), *cells)
+    regen = res["classifier_accuracy_on_regenerations"]
+    table.add_section()
+    table.add_row("classifier acc. on regen.", *[f"{regen[n]:.2f}" for n in res["factor_names"]],
+                  f"mean {res['classifier_accuracy_on_regenerations_mean']:.2f}")  # fmt: skip
     console.print(table)
+    console.print(
+        "Classifier accuracy on regenerations: its predictions on the unswapped "
+        "regenerations against the sources' true factors. Factors whose classifier accuracy "
+        "on regenerations is low give unreliable changed-shares (predictions flip between "
+        "two generations by chance)."
+    )
     _write_json(out or run_dir / "interchange.json", res)
 
 

@@ -87,7 +87,7 @@ def save_grid(
                 spine.set_visible(False)
             if c == 0 and row_labels:
                 ax.set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=9)
-            if r == 0 and col_labels:
+            if r == 0 and col_labels and c < len(col_labels):
                 ax.set_title(col_labels[c], fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11)
@@ -126,24 +126,31 @@ def _rgb(images: np.ndarray) -> np.ndarray:
 def swap_grid(
     model, images_a: np.ndarray, images_b: np.ndarray, steps: int | None = None, seed: int = 0
 ) -> np.ndarray:
-    """(pairs, 2 + N, H, W, 3): source, target, then the source with unit k from the target.
+    """(pairs, 3 + N, H, W, 3): source, the source regenerated from its own units
+    (unswapped), target, then the source with unit k from the target.
 
-    All swaps of all pairs are generated in one batched DDIM run from the same noise, so
-    a column differs from the source's reconstruction only through its unit.
+    The unswapped regenerations and all swaps of all pairs are generated in one batched
+    DDIM run from the same noise, so a swap column differs from the "source regen." column
+    only through its unit; what differs between source and source regen. (hue drift, lost
+    shape) is reconstruction error, not the swap's effect.
     """
     import torch
 
     units_a, units_b = model.encode(images_a), model.encode(images_b)
     n_pairs, n_units = units_a.shape[:2]
-    swapped = units_a.repeat_interleave(n_units, dim=0).clone()
-    rows = torch.arange(n_pairs * n_units)
-    swapped[rows, rows % n_units] = units_b.repeat_interleave(n_units, dim=0)[rows, rows % n_units]
-    out = model.decode(swapped, steps, seed=seed)
-    out = out.reshape(n_pairs, n_units, *out.shape[1:])
+    per = n_units + 1  # row 0 of each pair: unswapped
+    batch = units_a.repeat_interleave(per, dim=0).clone()
+    rows = torch.arange(n_pairs * per)
+    unit = rows % per - 1
+    hit = unit >= 0
+    donors = units_b.repeat_interleave(per, dim=0)
+    batch[rows[hit], unit[hit]] = donors[rows[hit], unit[hit]]
+    out = model.decode(batch, steps, seed=seed)
+    out = out.reshape(n_pairs, per, *out.shape[1:])
     size = out.shape[2]
     sources = _resize_uint8(_rgb(images_a), size)[:, None]
     targets = _resize_uint8(_rgb(images_b), size)[:, None]
-    return np.concatenate([sources, targets, out], axis=1)
+    return np.concatenate([sources, out[:, :1], targets, out[:, 1:]], axis=1)
 
 
 def _resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
@@ -160,12 +167,13 @@ def save_swap_grid(
     """Latent interchange for ``n_pairs`` random pairs of ``dataset`` as a labelled PNG."""
     a, b = _pairs(dataset, n_pairs, seed)
     grid = swap_grid(model, a, b, steps, seed)
-    n_units = grid.shape[1] - 2
+    n_units = grid.shape[1] - 3
     return save_grid(
         grid, out,
         row_labels=[f"pair {i}" for i in range(n_pairs)],
-        col_labels=["source", "target", *[f"unit {k}" for k in range(n_units)]],
-        title="latent interchange: source with one unit from the target",
+        col_labels=["source", "source regen.", "target", *[f"unit {k}" for k in range(n_units)]],
+        title="latent interchange: source with one unit from the target\n"
+              "(source regen.: the source from its own units, same noise as the swaps)",
     )  # fmt: skip
 
 
@@ -214,7 +222,13 @@ def save_traverse_grid(
     model, dataset, out: str | Path, n_steps: int = 7, over: str = "data",
     steps: int | None = None, seed: int = 0, index: int | None = None,
 ) -> Path:  # fmt: skip
-    """``factordiff traverse``: one row per unit, its value walked with the rest fixed."""
+    """``factordiff traverse``: one row per unit, its value walked with the rest fixed.
+
+    Each row starts with the real image and its unswapped regeneration (from its own,
+    unmodified units, with the same DDIM noise as the walk), so a colour or shape that
+    already differs there is reconstruction drift, not the traversal's effect. In data
+    mode a row label gives the walked scalar range and the image's own value.
+    """
     import torch
 
     rs = np.random.RandomState(seed)
@@ -224,7 +238,9 @@ def save_traverse_grid(
                                                          replace=False))))  # fmt: skip
     walks, labels = traverse_units(model, image, reference, n_steps, over)
     width = max(len(w) for w in walks)
-    out_imgs = model.decode(torch.cat(walks), steps, seed=seed)
+    own = model.encode(image[None]).to(walks[0].device, walks[0].dtype)
+    out_imgs = model.decode(torch.cat([own, *walks]), steps, seed=seed)  # one noise for all
+    regen, out_imgs = out_imgs[:1], out_imgs[1:]
     rows, start = [], 0
     for w in walks:
         row = out_imgs[start : start + len(w)]
@@ -232,14 +248,21 @@ def save_traverse_grid(
         pad = np.zeros((width - len(w), *row.shape[1:]), dtype=np.uint8)
         rows.append(np.concatenate([row, pad]))
     source = _resize_uint8(image[None], out_imgs.shape[1])
-    grid = np.concatenate([np.repeat(source[None], len(rows), axis=0), np.stack(rows)], axis=1)
+    lead = np.repeat(np.concatenate([source, regen])[None], len(rows), axis=0)
+    grid = np.concatenate([lead, np.stack(rows)], axis=1)
+    row_labels = [f"unit {k}" for k in range(len(walks))]
+    if over == "data":
+        values = model.scalars(image[None])[0].tolist()
+        row_labels = [f"unit {k}\n{lab[0]} .. {lab[-1]}\n(image: {values[k]:.2f})"
+                      for k, lab in enumerate(labels)]  # fmt: skip
     quantiles = [f"{p:.0f} %" for p in np.linspace(2, 98, n_steps)]
     return save_grid(
         grid, out,
-        row_labels=[f"unit {k}" for k in range(len(walks))],
-        col_labels=["image", *quantiles] if over == "data" else None,
-        title=f"traversal of each unit over the {over} (image {i}), others fixed",
-        row_counts=[len(w) + 1 for w in walks],
+        row_labels=row_labels,
+        col_labels=["image", "regen.", *quantiles] if over == "data" else ["image", "regen."],
+        title=f"traversal of each unit over the {over} (image {i}), others fixed\n"
+              "(regen.: the image from its own units, same noise as the walk)",
+        row_counts=[len(w) + 2 for w in walks],
     )  # fmt: skip
 
 
