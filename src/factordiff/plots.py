@@ -47,7 +47,10 @@ def save_training_curves(metrics_log: str | Path, out: str | Path) -> Path:
     panels = [p for p in (loss, rec, evals) if p]
     if not panels:
         raise ValueError(f"{metrics_log} holds no training records to plot")
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.0), squeeze=False)
+    legend_room = 1.9 if evals else 0.0  # the periodic-eval legend sits right of its panel
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.2 * len(panels) + legend_room, 3.0), squeeze=False
+    )
     ax_iter = iter(axes[0])
     if loss:
         ax = next(ax_iter)
@@ -64,7 +67,8 @@ def save_training_curves(metrics_log: str | Path, out: str | Path) -> Path:
             pts = [(s, e[key]) for s, e in evals if isinstance(e.get(key), int | float)]
             ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=key)
         ax.set(xlabel="step", ylabel="score", title="periodic evaluation")
-        ax.legend(fontsize=6)
+        # outside the axes: inside, it covered the curves (they fill the panel's top)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     return _save_figure(fig, out, dpi=90)
 
 

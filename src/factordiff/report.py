@@ -65,16 +65,33 @@ def _metrics_section(results: dict) -> str:
             + _table(["metric", "sample sizes"], size_rows))  # fmt: skip
 
 
+REGEN_ACCURACY_NOTE = (
+    "The classifier reads the factors of generated images; factors whose classifier "
+    "accuracy on regenerations (unswapped regenerations against the sources' true factors) "
+    "is low give unreliable changed-shares: their predictions flip between two generations "
+    "by chance, swap or no swap."
+)
+
+
 def _interchange_section(res: dict) -> str:
     names = res["factor_names"]
     rows = [[f"unit {k}", *shares, res["per_unit_exactly_one"][k]]
             for k, shares in enumerate(res["per_unit_changed_share"])]  # fmt: skip
     acc = res.get("classifier_held_out_accuracy") or {}
+    regen = res.get("classifier_accuracy_on_regenerations")
     summary = (f"Share of swaps changing exactly one factor: {res['exactly_one']:.3f} "
                f"(none: {res['none']:.3f}, several: {res['several']:.3f}); "
                f"{res['settings']['n_pairs']} pairs, {res['settings']['ddim_steps']} DDIM steps. "
-               "Factor classifier held-out accuracy: "
+               "Factor classifier held-out accuracy (real images): "
                + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))  # fmt: skip
+    if regen:
+        summary += ("; on regenerations: " + ", ".join(f"{k} {v:.3f}" for k, v in regen.items())
+                    + f" (mean {res['classifier_accuracy_on_regenerations_mean']:.3f}). "
+                    + REGEN_ACCURACY_NOTE)  # fmt: skip
+        rows.append(["classifier accuracy on regenerations", *[regen[n] for n in names], ""])
+    else:
+        summary += (". Classifier accuracy on regenerations not measured (an interchange.json "
+                    "from an older factordiff: rerun factordiff interchange).")  # fmt: skip
     return (f"<p>{html.escape(summary)}</p>"
             + _table(["unit", *[f"changed {n}" for n in names], "exactly one"], rows))  # fmt: skip
 
@@ -155,11 +172,21 @@ def write_report(
             "Each unit of each sample comes from a different random image.",
         )
         figure("Latent interchange", lambda p: viz.save_swap_grid(model, dataset, p, steps=steps),
-               "Column k: the source regenerated with unit k taken from the target.")  # fmt: skip
+               "Column 'unit k': the source regenerated with unit k taken from the target. "
+               "'source regen.': the source regenerated from its own units with the same "
+               "noise; what already differs there from the source (hue, shape) is "
+               "reconstruction drift, not the swap.")  # fmt: skip
         if interchange is not None:
             sections.append(("Interchange score", _interchange_section(interchange)))
         figure("Traversals", lambda p: viz.save_traverse_grid(model, dataset, p, steps=steps),
-               "Each unit's scalar walked over its 2-98 % quantiles on 1000 images.")  # fmt: skip
+               "Each unit's scalar walked over its 2-98 % quantiles on 1000 images (range "
+               "and the image's own value in the row label), the other scalars fixed. "
+               "'regen.': the image from its own units with the same noise, so drift "
+               "there is reconstruction error. A unit can look inert for one image and "
+               "act on another: where several units carry one factor (see the DCI heat "
+               "map) and their scalars are correlated, one walked alone leaves the "
+               "combinations seen in training and the decoder may follow the others; "
+               "that is the model, not the plot.")  # fmt: skip
         if model.anchors is not None:
             figure("Traversals over anchors", lambda p: viz.save_traverse_grid(
                 model, dataset, p, over="anchors", steps=steps))  # fmt: skip
@@ -253,7 +280,8 @@ def _overview(model) -> list[list]:
     cfg, m = model.config, model.config.model
     training = f"{cfg.train.max_steps} steps x batch {cfg.train.batch_size}"
     if m.family != "diffusion":
-        weight = f"gamma {m.vae.gamma}" if m.family == "factorvae" else f"beta {m.vae.beta}"
+        weight = (f"gamma {format_setting(m.vae.gamma)}" if m.family == "factorvae"
+                  else f"beta {format_setting(m.vae.beta)}")  # fmt: skip
         about = f"{m.family} baseline, {m.vae.latent_dim} latents, {weight}"
         return [["dataset", cfg.data.name], ["model", about], ["training", training]]
     return [
@@ -262,10 +290,22 @@ def _overview(model) -> list[list]:
         ["latent units", f"{m.encoder.n_units} x {m.encoder.unit_dim} ({m.encoder.kind})"],
         ["U-Net", f"{m.unet.model_channels} ch x {m.unet.channel_mult}"],
         ["DyGA anchors", "yes" if model.anchors is not None else "no"],
-        ["Skip Dropout", m.unet.skip_dropout],
+        ["Skip Dropout", format_setting(m.unet.skip_dropout, zero="off")],
         ["diffusion", f"{cfg.diffusion.prediction}, {cfg.diffusion.loss} loss"],
         ["training", training],
     ]
+
+
+def format_setting(value, zero: str = "0") -> str:
+    """A config value for a reader: ``zero`` for 0 (e.g. "off"), floats to 4 significant
+    digits (0.6666666666666666 -> 0.6667, 4.5e-06 stays), booleans as yes / no."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float) and value == 0:
+        return zero
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 def _unit_histograms(model, dataset, out: Path) -> Path:
