@@ -272,3 +272,8 @@ REPRESENTATIONS = {
     "lowscale": represent_lowscale,
     "entangled": represent_entangled,
 }
+
+
+def quantised(codes: np.ndarray, step: float = 0.5) -> np.ndarray:
+    """Codes rounded to multiples of ``step``: discrete latents for InfoMEC's discrete mode."""
+    return np.round(codes / step) * step

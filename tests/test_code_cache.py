@@ -12,7 +12,7 @@ from factordiff.metrics.factor_vae import factor_vae
 from factordiff.metrics.utils import MetricInputError
 from metric_cases import MetricTinyGrid, represent_mixed
 
-ALL = ["factorvae", "betavae", "dci", "mig", "sap", "modularity"]
+ALL = ["factorvae", "betavae", "dci", "mig", "sap", "modularity", "infomec"]
 
 
 def _pixels(images: np.ndarray) -> np.ndarray:

@@ -31,14 +31,15 @@ def test_cli_scores_and_writes_json(codes_file, tmp_path) -> None:
     out = tmp_path / "m.json"
     proc = subprocess.run(
         [sys.executable, "-m", "factordiff", "metrics", str(codes_file), "--metrics",
-         "mig,sap,modularity", "--out", str(out)],
+         "mig,sap,modularity,infomec", "--out", str(out)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "600 train / 300 test" in proc.stdout
     results = json.loads(out.read_text())
     assert results["mig"]["mig"] > 0.9
-    assert set(results) >= {"mig", "sap", "modularity"}
+    assert results["infomec"]["infoe"] > 0.9 and "infoc" in proc.stdout
+    assert set(results) >= {"mig", "sap", "modularity", "infomec"}
 
 
 def test_split_and_explicit_test_arrays(codes_file, tmp_path) -> None:

@@ -13,6 +13,7 @@ from factordiff.metrics.dci import dci
 from factordiff.metrics.downstream import downstream
 from factordiff.metrics.evaluate import HEADLINE, PROTOCOL, evaluate, headline
 from factordiff.metrics.factor_vae import factor_vae
+from factordiff.metrics.infomec import infomec
 from factordiff.metrics.mig import mig
 from factordiff.metrics.modularity import modularity
 from factordiff.metrics.sap import sap
@@ -41,6 +42,7 @@ __all__ = [
     "HEADLINE",
     "factor_vae",
     "fid",
+    "infomec",
     "mig",
     "modularity",
     "sap",

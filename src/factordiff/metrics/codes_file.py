@@ -17,7 +17,7 @@ import numpy as np
 from factordiff.errors import FactordiffError
 from factordiff.metrics.utils import MetricInputError, check_codes, check_factors
 
-CODES_FILE_METRICS = ("dci", "mig", "sap", "modularity", "tad")
+CODES_FILE_METRICS = ("dci", "mig", "sap", "modularity", "infomec", "tad")
 
 #: The headline numbers of each metric, in the order papers print them.
 

@@ -2,7 +2,7 @@
 
 Each metric starts from its own ``RandomState(seed)``, as every evaluation in
 disentanglement_lib does, so each number equals what the reference computes for the
-same representation. DCI, MIG, SAP and Modularity draw the same points (train first,
+same representation. DCI, MIG, SAP, Modularity and InfoMEC draw the same points (train first,
 then test, factors in batches of 16), so those codes are computed once and shared.
 
 With a deterministic representation every metric draws its codes from one
@@ -46,6 +46,8 @@ PROTOCOL: dict[str, dict] = {
     "sap": {"num_train": 10000, "num_test": 5000},
     "modularity": {"num_train": 10000, "num_test": 5000, "num_bins": 20},
     "tad": {"num_samples": 10000},
+    # InfoMEC as the DyGA evaluation runs it: 10000 points drawn like DCI's, continuous codes
+    "infomec": {"num_train": 10000},
 }
 METRICS = tuple(PROTOCOL)
 #: The numbers a paper table reports for each metric (keys of its result dict).
@@ -57,6 +59,7 @@ HEADLINE = {
     "sap": ("sap",),
     "modularity": ("modularity", "explicitness"),
     "tad": ("tad", "n_captured"),
+    "infomec": ("infom", "infoe", "infoc"),
 }
 
 
@@ -85,7 +88,7 @@ def headline(results: dict) -> dict[str, float]:
     }
 
 
-ARRAY_METRICS = ("dci", "mig", "sap", "modularity")
+ARRAY_METRICS = ("dci", "mig", "sap", "modularity", "infomec")
 #: Images used to fit the per-unit PCA of vector representations (own RandomState(seed)).
 PCA_FIT_IMAGES = 10000
 
@@ -192,7 +195,7 @@ def evaluate(
                 c_te, f_te = test[0][: size["num_test"]], test[1][: size["num_test"]]
             res = score_arrays(
                 name, c_tr, f_tr, c_te, f_te,
-                num_bins=size.get("num_bins", 20), dci_backend=dci_backend,
+                num_bins=size.get("num_bins", 20), dci_backend=dci_backend, seed=seed,
             )  # fmt: skip
         elif name == "factorvae":
             res = factor_vae(represent, dataset, seed, **size)
@@ -219,13 +222,15 @@ def score_arrays(
     *,
     num_bins: int = 20,
     dci_backend: str = "lightgbm",
+    seed: int = 0,
 ) -> dict:
-    """One array metric (dci, mig, sap or modularity) on given codes.
+    """One array metric (dci, mig, sap, modularity or infomec) on given codes.
 
-    The dispatch shared by ``evaluate`` and ``factordiff metrics``; MIG uses only the
-    training points, Modularity uses the test points for explicitness when given.
+    The dispatch shared by ``evaluate`` and ``factordiff metrics``; MIG and InfoMEC use
+    only the training points, Modularity uses the test points for explicitness when given.
+    ``seed``: InfoMEC's estimator noise.
     """
-    from factordiff.metrics import dci, mig, modularity, sap
+    from factordiff.metrics import dci, infomec, mig, modularity, sap
 
     if name == "dci":
         return dci(codes_train, factors_train, codes_test, factors_test, backend=dci_backend)
@@ -235,6 +240,8 @@ def score_arrays(
         return sap(codes_train, factors_train, codes_test, factors_test)
     if name == "modularity":
         return modularity(codes_train, factors_train, codes_test, factors_test, num_bins=num_bins)
+    if name == "infomec":
+        return infomec(codes_train, factors_train, seed=seed)
     raise MetricInputError(
         f"{name!r} is not an array metric; choose from {', '.join(ARRAY_METRICS)}"
     )
