@@ -255,7 +255,8 @@ def test_report_is_self_contained_valid_html_with_every_section(report: Path) ->
                     "Unit histograms", "Anchors at the last refit", "Cross-attention maps",
                     "How to reproduce"]:  # fmt: skip
         assert section in page.headings
-    assert len(page.images) == 10  # 9 figures + the run's newest anchor plot
+    assert "What anchoring did" in page.headings  # the tiny run has DyGA refits
+    assert len(page.images) == 11  # 10 figures + the run's newest anchor plot
     assert re.search(r"<td>Skip Dropout</td><td>off</td>", text)  # not 0.0000
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
