@@ -342,7 +342,7 @@ def interchange(
         "on regenerations is low give unreliable changed-shares (predictions flip between "
         "two generations by chance)."
     )
-    _write_json(out or run_dir / "interchange.json", res)
+    _write_json(_output(run_dir, "interchange.json", out), res)
 
 
 @app.command()

@@ -411,6 +411,7 @@ def train_first_stage(
         loss.backward()
         opt.step()
         done = step + 1
+        bar.set_postfix(rec_l1=f"{parts['rec_l1']:.4f}", refresh=False)
         if done % cfg.train.log_every == 0 or done == steps:
             logger.log(0, {"first_stage_step": done, **parts})
         if stop_requested(stop, acc):
@@ -582,6 +583,7 @@ def _train_guarded(
         desc="train",
         disable=not (progress and acc.is_main_process),
     )
+    shown: dict[str, str] = {}  # the progress bar's postfix
     loss_sum, loss_count, tick, images = (
         torch.zeros((), device=acc.device),
         0,
@@ -647,6 +649,9 @@ def _train_guarded(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             images += t.batch_size
+            # images/s every step (the loss only at log steps: reading it syncs a GPU)
+            shown["img_s"] = f"{images / max(time.perf_counter() - tick, 1e-9):.0f}"
+            bar.set_postfix(shown, refresh=False)
             bar.update(1)
             if bad_streak >= t.max_bad_steps:
                 newest = latest_checkpoint(run_dir)
@@ -669,7 +674,7 @@ def _train_guarded(
                     {"loss": mean_loss, "lr": scheduler.get_last_lr()[0], "images_per_s": rate,
                      **(pull or {})},
                 )  # fmt: skip
-                bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.0f}")
+                shown["loss"] = f"{mean_loss:.4f}"
                 loss_sum.zero_()
                 loss_count, images, tick = 0, 0, time.perf_counter()
             stopping = stop_requested(stop, acc) and step < t.max_steps
@@ -685,7 +690,11 @@ def _train_guarded(
                 )
             if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps):
                 if acc.is_main_process:
-                    logger.log_eval(step, periodic_eval(model, ema, dataset, cfg, run_dir, step))
+                    say = bar.write if progress else (lambda _: None)
+                    say(f"step {step}: evaluating (protocol x {t.eval_scale}, EMA U-Net) ...")
+                    scores = periodic_eval(model, ema, dataset, cfg, run_dir, step)
+                    say(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+                    logger.log_eval(step, scores)
                 acc.wait_for_everyone()
                 tick = time.perf_counter()
     finally:
