@@ -95,4 +95,4 @@ def test_cli_errors_are_one_line(tmp_path) -> None:
 
 def test_unknown_metric_is_rejected(codes_file) -> None:
     with pytest.raises(FactordiffError, match="cannot run on saved codes"):
-        score_codes(load_codes(codes_file), ["factorvae"])
+        score_codes(load_codes(codes_file), ["fid"])

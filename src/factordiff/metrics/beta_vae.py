@@ -18,35 +18,28 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from factordiff.data.base import FactorDataset
-from factordiff.metrics.utils import MetricInputError, Represent, represent_factors
+from factordiff.metrics.sampling import GridSampler, LabelledSampler
+from factordiff.metrics.utils import MetricInputError, Represent
+
+Sampler = GridSampler | LabelledSampler
 
 
 def _points(
-    represent: Represent,
-    dataset: FactorDataset,
+    sampler: Sampler,
     num_points: int,
     rs: np.random.RandomState,
     batch_size: int,
     points_per_chunk: int = 16,
 ) -> tuple[np.ndarray, np.ndarray]:
-    n_factors = len(dataset.factor_sizes)
     features, labels = [], []
     done = 0
     while done < num_points:
         m = min(points_per_chunk, num_points - done)
-        batches = []
-        for _ in range(m):
-            k = rs.randint(n_factors)
-            first = dataset.sample_factors(batch_size, rs)
-            second = dataset.sample_factors(batch_size, rs)
-            second[:, k] = first[:, k]
-            labels.append(k)
-            batches += [first, second]
-        codes = represent_factors(represent, dataset, np.concatenate(batches))
-        codes = codes.reshape(m, 2, batch_size, -1)
+        chosen, codes = sampler.paired_batches(m, rs, batch_size)
         features.append(np.mean(np.abs(codes[:, 0] - codes[:, 1]), axis=1))
+        labels.append(chosen)
         done += m
-    return np.concatenate(features), np.asarray(labels, dtype=np.int64)
+    return np.concatenate(features), np.concatenate(labels)
 
 
 def beta_vae(
@@ -58,12 +51,19 @@ def beta_vae(
     num_train: int = 10000,
     num_eval: int = 5000,
     random_state: np.random.RandomState | None = None,
+    sampler: Sampler | None = None,
 ) -> dict:
-    """beta-VAE score of ``represent`` on ``dataset``: ``train_accuracy``, ``eval_accuracy``."""
-    if not getattr(dataset, "has_ground_truth", True):
-        raise MetricInputError(f"{dataset.name} has no ground-truth factors")
+    """beta-VAE score of ``represent`` on ``dataset``: ``train_accuracy``, ``eval_accuracy``.
+
+    ``sampler`` replaces ``represent``/``dataset`` as the source of batches (saved codes:
+    :mod:`factordiff.metrics.sampling`).
+    """
+    if sampler is None:
+        if not getattr(dataset, "has_ground_truth", True):
+            raise MetricInputError(f"{dataset.name} has no ground-truth factors")
+        sampler = GridSampler(represent, dataset)
     rs = random_state if random_state is not None else np.random.RandomState(seed)
-    x_train, y_train = _points(represent, dataset, num_train, rs, batch_size)
+    x_train, y_train = _points(sampler, num_train, rs, batch_size)
     if len(np.unique(y_train)) < 2:
         raise MetricInputError("beta-VAE score needs training points of at least 2 factors")
     model = LogisticRegression(random_state=rs)
@@ -71,7 +71,7 @@ def beta_vae(
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(x_train, y_train)
     train_acc = float(np.mean(model.predict(x_train) == y_train))
-    x_eval, y_eval = _points(represent, dataset, num_eval, rs, batch_size)
+    x_eval, y_eval = _points(sampler, num_eval, rs, batch_size)
     return {
         "train_accuracy": train_acc,
         "eval_accuracy": float(model.score(x_eval, y_eval)),

@@ -13,7 +13,7 @@ Reference protocol: ``RandomState(0)``, 10000 variance-estimate images, 10000 tr
 5000 eval votes of batch 64, threshold 0.05. Random draws happen in the reference's
 order (vote factor, then one ``randint`` per factor for the batch), so the same seed
 gives the same votes; images are rendered and represented in chunks of votes, which
-consumes no randomness.
+consumes no randomness. Saved codes instead of images: :mod:`factordiff.metrics.sampling`.
 
 The reference's indexing quirk: ``argmin`` is taken over the *active* codes but used as
 a column of the vote matrix over *all* codes, so once a code is pruned, votes land on
@@ -28,19 +28,14 @@ from __future__ import annotations
 import numpy as np
 
 from factordiff.data.base import FactorDataset
-from factordiff.metrics.utils import MetricInputError, Represent, represent_factors
+from factordiff.metrics.sampling import GridSampler, LabelledSampler
+from factordiff.metrics.utils import MetricInputError, Represent
 
-
-def _variances(
-    represent: Represent, dataset: FactorDataset, n: int, rs: np.random.RandomState
-) -> np.ndarray:
-    factors = dataset.sample_factors(n, rs)
-    return np.var(represent_factors(represent, dataset, factors), axis=0, ddof=1)
+Sampler = GridSampler | LabelledSampler
 
 
 def _votes(
-    represent: Represent,
-    dataset: FactorDataset,
+    sampler: Sampler,
     num_votes: int,
     rs: np.random.RandomState,
     batch_size: int,
@@ -50,25 +45,17 @@ def _votes(
     votes_per_chunk: int = 32,
 ) -> np.ndarray:
     """(n_factors, n_codes) vote counts."""
-    n_factors = len(dataset.factor_sizes)
-    votes = np.zeros((n_factors, len(global_var)), dtype=np.int64)
+    votes = np.zeros((sampler.n_factors, len(global_var)), dtype=np.int64)
     active_idx = np.flatnonzero(active)
     done = 0
     while done < num_votes:
         m = min(votes_per_chunk, num_votes - done)
-        chosen, batches = [], []
-        for _ in range(m):
-            k = rs.randint(n_factors)
-            factors = dataset.sample_factors(batch_size, rs)
-            factors[:, k] = factors[0, k]
-            chosen.append(k)
-            batches.append(factors)
-        codes = represent_factors(represent, dataset, np.concatenate(batches))
-        local_var = codes.reshape(m, batch_size, -1).var(axis=1, ddof=1)
+        chosen, codes = sampler.fixed_factor_batches(m, rs, batch_size)
+        local_var = codes.var(axis=1, ddof=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             argmin = np.argmin(local_var[:, active] / global_var[active], axis=1)
         columns = argmin if index_quirk else active_idx[argmin]
-        np.add.at(votes, (np.asarray(chosen), columns), 1)
+        np.add.at(votes, (chosen, columns), 1)
         done += m
     return votes
 
@@ -85,18 +72,23 @@ def factor_vae(
     prune_threshold: float = 0.05,
     index_quirk: bool = True,
     random_state: np.random.RandomState | None = None,
+    sampler: Sampler | None = None,
 ) -> dict:
     """FactorVAE score of ``represent`` (uint8 images -> codes (B, n_codes)) on ``dataset``.
 
     Returns ``train_accuracy``, ``eval_accuracy`` (the score), ``num_active_dims`` and
     the settings used. ``random_state`` overrides ``seed`` (to chain with other draws).
+    ``sampler`` replaces ``represent``/``dataset`` as the source of batches (saved codes:
+    :mod:`factordiff.metrics.sampling`).
     """
     if batch_size < 2:
         raise MetricInputError("batch_size must be >= 2 (a variance needs two points)")
-    if not getattr(dataset, "has_ground_truth", True):
-        raise MetricInputError(f"{dataset.name} has no ground-truth factors")
+    if sampler is None:
+        if not getattr(dataset, "has_ground_truth", True):
+            raise MetricInputError(f"{dataset.name} has no ground-truth factors")
+        sampler = GridSampler(represent, dataset)
     rs = random_state if random_state is not None else np.random.RandomState(seed)
-    global_var = _variances(represent, dataset, num_variance_estimate, rs)
+    global_var = np.var(sampler.random_codes(num_variance_estimate, rs), axis=0, ddof=1)
     active = np.sqrt(global_var) >= prune_threshold
     settings = {
         "batch_size": batch_size,
@@ -110,11 +102,11 @@ def factor_vae(
     if not active.any():
         return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0, **settings}
     args = (batch_size, global_var, active, index_quirk)
-    train_votes = _votes(represent, dataset, num_train, rs, *args)
+    train_votes = _votes(sampler, num_train, rs, *args)
     classifier = np.argmax(train_votes, axis=0)  # code -> factor
     columns = np.arange(train_votes.shape[1])
     train_acc = train_votes[classifier, columns].sum() / train_votes.sum()
-    eval_votes = _votes(represent, dataset, num_eval, rs, *args)
+    eval_votes = _votes(sampler, num_eval, rs, *args)
     eval_acc = eval_votes[classifier, columns].sum() / eval_votes.sum()
     return {
         "train_accuracy": float(train_acc),
