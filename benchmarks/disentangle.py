@@ -31,7 +31,8 @@ HERE = Path(__file__).parent
 METHODS = ("encdiff", "encdiff_dyga_sd", "betavae", "betatcvae", "factorvae")
 COST_ORDER = ("encdiff_dyga_sd", "encdiff", "factorvae", "betavae", "betatcvae")
 COLUMNS = ["factorvae/eval_accuracy", "dci/disentanglement", "dci/completeness",
-           "dci/informativeness_test", "mig/mig", "sap/sap"]  # fmt: skip
+           "dci/informativeness_test", "mig/mig", "sap/sap", "infomec/infom",
+           "infomec/infoe", "infomec/infoc"]  # fmt: skip
 
 #: config name -> (datasets, steps of batch 64, eval scale). The CPU configurations give
 #: every method the same number of training images; published settings differ per method.
@@ -149,7 +150,10 @@ def summarise(rows: list[dict]) -> list[str]:
                 continue
             cells = []
             for c in cols:
-                vals = [r[c] for r in mine]
+                vals = [r[c] for r in mine if c in r]
+                if not vals:  # scored before the metric existed (InfoMEC): rerun the cell
+                    cells.append("n/a")
+                    continue
                 sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
                 mean = statistics.mean(vals)
                 cells.append(f"{mean:.3f} +- {sd:.3f}" if c in COLUMNS else f"{mean:.0f}")

@@ -118,6 +118,7 @@ def test_shipped_model_by_name_is_read_only(tmp_path: Path) -> None:
     proc = run_cli("eval", "quickstart", "--metrics", "mig", "--scale", "0.02", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "read-only" in proc.stdout and (tmp_path / "runs/quickstart/eval.json").is_file()
+    assert "distinct images of 2592 encoded once" in proc.stdout  # the cached-codes path
     for args in (
         ["eval", "quickstart", "--metrics", "mig", "--out", str(shipped / "eval.json")],
         ["train", "quickstart", "--out", str(shipped)],

@@ -83,6 +83,7 @@ def test_cli_runs_factorvae_on_a_codes_file(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "eval_accuracy" in proc.stdout
+    assert "factorvae batches: full factor grid: 360 rows" in proc.stdout
     assert json.loads(out.read_text())["factorvae"]["sampling"].startswith("full factor grid")
 
 

@@ -142,7 +142,10 @@ def metrics_command(
     codes_file: Path = typer.Argument(
         ..., help=".npz with codes, factors (+ optional test split)."
     ),
-    metrics: str = typer.Option("dci,mig,sap,modularity", help="Comma-separated metrics."),
+    metrics: str = typer.Option(
+        "dci,mig,sap,modularity,infomec",
+        help="Comma-separated: factorvae, betavae, dci, mig, sap, modularity, infomec, tad.",
+    ),
     backend: str = typer.Option(
         "lightgbm", help="DCI trees: lightgbm (fast) or sklearn (reference)."
     ),
@@ -151,7 +154,8 @@ def metrics_command(
     ),
     out: Path | None = typer.Option(None, help="Write all results as JSON here."),
 ) -> None:
-    """Score saved codes of any model with the array metrics (DCI, MIG, SAP, Modularity, TAD)."""
+    """Score saved codes of any model: DCI, MIG, SAP, Modularity, InfoMEC, TAD, and
+    FactorVAE / beta-VAE when the file covers the factor grid or every factor value."""
     from factordiff.metrics.codes_file import load_codes, score_codes
 
     data = load_codes(codes_file, train_fraction)
@@ -164,6 +168,9 @@ def metrics_command(
             f"{codes_file.name}: {results['n_train']} train / {results['n_test']} test",
         )
     )
+    for name in ("factorvae", "betavae"):
+        if name in results:
+            console.print(f"{name} batches: {results[name]['sampling']}", markup=False)
     if out is not None:
         _write_json(out, results)
 
@@ -239,6 +246,16 @@ def eval_command(
         representation=cfg.eval.representation, dci_backend=backend, scale=scale,
     )  # fmt: skip
     console.print(_score_table(results, names, f"{run_dir}: {cfg.data.name}, scale {scale}"))
+    cache = results["protocol"]["codes_cache"]
+    if cache["used"]:
+        console.print(
+            f"codes: {cache['images_encoded']} distinct images of {cache['dataset_images']} "
+            f"encoded once ({cache['encode_seconds']:.1f} s) for "
+            f"{cache['codes_requested']} protocol draws",
+            markup=False,
+        )
+    else:
+        console.print(f"codes: {cache['reason']}", markup=False)
     _write_json(json_out, results)
 
 

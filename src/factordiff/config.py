@@ -156,7 +156,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     metrics: list[str] = field(
-        default_factory=lambda: ["factorvae", "dci", "mig", "sap", "modularity"]
+        default_factory=lambda: ["factorvae", "dci", "mig", "sap", "modularity", "infomec"]
     )
     seed: int = 0
     representation: str = "auto"  # auto | scalars | pca | flatten

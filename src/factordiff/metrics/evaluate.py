@@ -121,7 +121,7 @@ def normalise_names(metrics: Iterable[str]) -> list[str]:
 def evaluate(
     represent: Represent,
     dataset: FactorDataset,
-    metrics: Iterable[str] = ("factorvae", "dci", "mig", "sap", "modularity"),
+    metrics: Iterable[str] = ("factorvae", "dci", "mig", "sap", "modularity", "infomec"),
     seed: int = 0,
     *,
     representation: str = "auto",
