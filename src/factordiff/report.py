@@ -211,8 +211,9 @@ def write_report(
             figure("Downstream accuracy", lambda p: plots.save_downstream_plot(downstream, p))
             sections.append(("Downstream table", _downstream_section(downstream)))
         if companion_run is not None and (companion_run / "metrics.jsonl").is_file():
-            log = companion_run / "metrics.jsonl"
-            figure(f"Your own run: {companion_run}", lambda p: plots.save_training_curves(log, p),
+            own_log = companion_run / "metrics.jsonl"
+            figure(f"Your own run: {companion_run}",
+                   lambda p: plots.save_training_curves(own_log, p),
                    "The short from-scratch run this command just trained (not the model "
                    "above): the loss falling shows the loop works; disentanglement takes "
                    "longer.")  # fmt: skip
