@@ -272,9 +272,13 @@ def markdown(summary: dict, dataset: str, args) -> str:
         for k in SCORES:
             d = e["paired_vs_encdiff"][k]
             mark = " *" if d["ci95"][0] > 0 or d["ci95"][1] < 0 else ""
-            cells.append(f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]{mark}")
+            up = sum(x > 0 for x in d["per_seed"])
+            cells.append(f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]{mark} "
+                         f"{up}/{len(d['per_seed'])}")  # fmt: skip
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
-    lines += ["", "`*`: the interval excludes 0.", "", "What anchoring did (from the runs' logs, "
+    lines += ["", "`*`: the interval excludes 0; k/n: seeds where the variant is ahead. With 5 "
+              "seeds a percentile bootstrap interval is narrower than it should be: read it "
+              "with the per-seed signs.", "", "What anchoring did (from the runs' logs, "
               "mean over the logged steps after the first refit and over seeds):", "",
               "| variant | lam per unit | move / distance per unit | token zero share "
               "| K per unit (last refit, seed 0) |",
