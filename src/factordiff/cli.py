@@ -452,7 +452,7 @@ def report(
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Run directory of the quick start."),
     train_steps: int = typer.Option(100, help="Steps of each phase of the short training."),
-    eval_scale: float = typer.Option(0.2, help="Share of the metric protocol's sample counts."),
+    eval_scale: float = typer.Option(1.0, help="Share of the metric protocol's sample counts."),
 ) -> None:
     """The quick start on the embedded procedural dataset (CPU, minutes)."""
     from factordiff.demo import run_demo
