@@ -238,7 +238,7 @@ def eval_command(
     from factordiff import metrics as fd_metrics
 
     model, dataset = _load_run(run_dir, device)
-    json_out = _output(run_dir, "eval.json", out)
+    json_out = _output(model, "eval.json", out)
     cfg = model.config
     names = [m.strip() for m in metrics.split(",")] if metrics else list(cfg.eval.metrics)
     results = fd_metrics.evaluate(
@@ -267,12 +267,17 @@ def _load_run(run_dir: Path, device: str):
     return model, load_dataset(model.config)
 
 
-def _output(run_dir: Path, filename: str, out: Path | None) -> Path:
+def _model_dir(model) -> Path:
+    """The folder the model was loaded from (``from_pretrained`` resolved it once)."""
+    return Path(model.provenance["path"])
+
+
+def _output(model, filename: str, out: Path | None) -> Path:
     """``out``, or the default file beside the model (``runs/<name>/`` for a shipped,
     read-only model); an explicit path inside the installed package is refused."""
-    from factordiff.shipped import output_path, resolve_model
+    from factordiff.shipped import output_path
 
-    path, note = output_path(resolve_model(run_dir), filename, out)
+    path, note = output_path(_model_dir(model), filename, out)
     if note:
         console.print(note)
     return path
@@ -359,7 +364,7 @@ def interchange(
         "on regenerations is low give unreliable changed-shares (predictions flip between "
         "two generations by chance)."
     )
-    _write_json(_output(run_dir, "interchange.json", out), res)
+    _write_json(_output(model, "interchange.json", out), res)
 
 
 @app.command()
@@ -397,7 +402,7 @@ def downstream(
         cells = [r["accuracy"][n] for n in train_sizes] + list(r["sample_efficiency"].values())
         table.add_row(name, *[f"{v:.3f}" for v in cells])
     console.print(table)
-    json_out = _output(run_dir, "downstream.json", out)
+    json_out = _output(model, "downstream.json", out)
     _write_json(json_out, res)
     console.print(f"wrote {save_downstream_plot(res, json_out.with_suffix('.png'))}")
 
@@ -419,11 +424,10 @@ def report(
     from factordiff import metrics as fd_metrics
     from factordiff.interchange import interchange_score
     from factordiff.report import load_json, write_report
-    from factordiff.shipped import resolve_model
 
     model, dataset = _load_run(run_dir, device)
-    model_dir = resolve_model(run_dir)
-    html_out = _output(run_dir, "report.html", out)
+    model_dir = _model_dir(model)
+    html_out = _output(model, "report.html", out)
 
     def saved(name: str) -> dict | None:
         """A result file beside the report (e.g. runs/quickstart/eval.json, newest) or

@@ -20,10 +20,10 @@ from rich.table import Table
 
 from factordiff.config import load_config
 from factordiff.data import load
-from factordiff.shipped import refuse_package_write
+from factordiff.shipped import SHIPPED_DIR, refuse_package_write
 from factordiff.viz import save_factor_sweep
 
-PRETRAINED = Path(__file__).parent / "pretrained" / "quickstart"
+PRETRAINED = SHIPPED_DIR / "quickstart"
 DEMO_TRAIN_STEPS = 100
 #: Share of the protocol's sample counts in the demo: the full protocol, ~30 s on 2 cores
 #: since evaluation encodes each distinct image once.

@@ -21,9 +21,9 @@ from safetensors import safe_open
 from factordiff.checkpoint import CheckpointError, load_state
 from factordiff.errors import FactordiffError
 
-SHIPPED_DIR = Path(__file__).resolve().parent / "pretrained"
-ALLOW_WRITES_ENV = "FACTORDIFF_ALLOW_PACKAGE_WRITES"
 PACKAGE_DIR = Path(__file__).resolve().parent
+SHIPPED_DIR = PACKAGE_DIR / "pretrained"
+ALLOW_WRITES_ENV = "FACTORDIFF_ALLOW_PACKAGE_WRITES"
 
 
 class ModelNotFoundError(CheckpointError):
