@@ -106,3 +106,13 @@ def test_saved_config_round_trips(tmp_path) -> None:
     again = load_config(tmp_path / "config.yaml")
     assert again == cfg
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["train"]["seed"] == 7
+
+
+def test_caching_latents_needs_the_diffusion_model() -> None:
+    with pytest.raises(ConfigError, match="train.cache_latents: only the diffusion model"):
+        load_config("betavae_quickstart", ["train.cache_latents=true"])
+
+
+def test_string_options_keep_yaml_words_as_strings() -> None:
+    cfg = load_config("quickstart", ["train.mixed_precision=no", "data.root=1"])
+    assert cfg.train.mixed_precision == "no" and cfg.data.root == "1"

@@ -17,7 +17,7 @@ from factordiff.checkpoint import CheckpointError, latest_checkpoint, load_tenso
 from factordiff.config import load_config
 from factordiff.errors import ConfigError
 from factordiff.pipeline import FactorDiffusion
-from factordiff.train import StepBatches, train
+from factordiff.train import StepBatches, TrainClock, lr_multiplier, train
 
 TINY = [
     "model.first_stage.kind=unshuffle",
@@ -37,6 +37,8 @@ TINY = [
     "train.checkpoint_every=2",
     "train.eval_every=0",
     "diffusion.sample_steps=4",
+    "train.mixed_precision=no",  # the quick-start preset's CPU speed-ups, off unless tested
+    "train.cache_latents=false",
 ]
 
 
@@ -105,6 +107,67 @@ def test_first_stage_is_trained_once_and_resume_stays_bitwise(tmp_path: Path) ->
     assert float(a["first_stage.scale"]) != 1.0 and bool(a["first_stage.calibrated"])
     model = FactorDiffusion.from_pretrained(tmp_path / "split")
     assert model.latent_shape == (2, 16, 16)
+
+
+def test_cached_latents_train_as_the_per_step_encode(tmp_path: Path) -> None:
+    ae = ["model.first_stage.kind=kl", "model.first_stage.channels=8",
+          "model.first_stage.channel_mult=[1,2]", "model.first_stage.num_res_blocks=1",
+          "model.first_stage.train_steps=2", "model.first_stage.embed_dim=2",
+          "train.max_steps=3"]  # fmt: skip
+    train(tiny(*ae), tmp_path / "encode", progress=False)
+    train(tiny(*ae, "train.cache_latents=true"), tmp_path / "cache", progress=False)
+    a, b = weights(tmp_path / "encode"), weights(tmp_path / "cache")
+    # the same latents, encoded in other batch sizes: equal up to float rounding (which
+    # Adam's normalised first steps amplify to ~1e-5 in a few weights)
+    loss_a = [r["loss"] for r in log(tmp_path / "encode") if "loss" in r]
+    loss_b = [r["loss"] for r in log(tmp_path / "cache") if "loss" in r]
+    assert len(loss_b) == 3 and loss_b == pytest.approx(loss_a, rel=1e-5)
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+
+
+def test_scaled_pixels_are_calibrated_once_and_decode_in_range(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(tiny("train.max_steps=2", "model.first_stage.scale_pixels=true"), run, progress=False)
+    model = FactorDiffusion.from_pretrained(run)
+    images = model.prepare_images(fd.data.load("quickstart").images_at(np.arange(0, 2592, 37)))
+    assert float(model.first_stage.scale) == pytest.approx(1 / float(images.std()), rel=0.3)
+    z = model.first_stage.encode(images)
+    assert float(z.std()) == pytest.approx(1.0, rel=0.3)  # what the noise schedule expects
+    assert torch.allclose(model.first_stage.decode(z), images, atol=1e-6)  # still lossless
+    out = model.decode(model.encode(images[:2]), steps=2, output_type="pt")
+    assert out.shape == (2, 3, 32, 32) and out.abs().max() <= 1.0
+    plain = tiny("train.max_steps=2")  # the default keeps pixels as they are
+    assert float(FactorDiffusion(plain).first_stage.scale) == 1.0
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero() -> None:
+    cosine = tiny("train.warmup_steps=10", "train.max_steps=110", "train.lr_schedule=cosine").train
+    constant = tiny("train.warmup_steps=10", "train.max_steps=110").train
+    assert [lr_multiplier(s, cosine) for s in (0, 4, 9)] == [0.1, 0.5, 1.0]
+    assert lr_multiplier(10, cosine) == 1.0
+    assert lr_multiplier(60, cosine) == pytest.approx(0.5)
+    assert lr_multiplier(110, cosine) == pytest.approx(0.0, abs=1e-12)
+    assert [lr_multiplier(s, constant) for s in (0, 9, 60, 110)] == [0.1, 1.0, 1.0, 1.0]
+
+
+def test_train_clock_leaves_out_paused_time(monkeypatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr("factordiff.train.time.perf_counter", lambda: now[0])
+    clock = TrainClock(5.0)
+    now[0] += 2.0
+    with clock.paused():
+        now[0] += 30.0  # an evaluation
+    now[0] += 1.0
+    assert clock.seconds() == 8.0
+
+
+def test_training_time_is_logged_and_carried_across_a_resume(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(tiny("train.max_steps=2", "train.checkpoint_every=2"), run, progress=False)
+    saved = json.loads((latest_checkpoint(run) / "state.json").read_text())["train_s"]
+    train(tiny("train.max_steps=4", "train.checkpoint_every=2"), run, progress=False)
+    times = [r["train_s"] for r in log(run) if "loss" in r]
+    assert len(times) == 4 and times == sorted(times) and times[2] >= saved > 0
 
 
 def test_bf16_autocast_trains(tmp_path: Path) -> None:

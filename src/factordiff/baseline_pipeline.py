@@ -40,8 +40,10 @@ class VAEModel(ImageModel):
     def ema_module(self) -> nn.Module:
         return self.vae.decoder
 
-    def forward(self, x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The VAE's loss (``noise`` and ``t`` belong to the diffusion trainer's step)."""
+    def forward(
+        self, x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, z0: None = None
+    ) -> torch.Tensor:
+        """The VAE's loss (``noise``, ``t`` and ``z0`` belong to the diffusion trainer)."""
         return self.vae.loss(x)[0]
 
     @torch.no_grad()

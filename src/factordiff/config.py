@@ -46,7 +46,14 @@ class FirstStageConfig:
     num_res_blocks: int = 2
     train_steps: int = 50000
     lr: float = 4.5e-6
+    # reconstruction loss: l1 (LDM's pixel term) | l2; without LDM's perceptual and adversarial
+    # terms, a short L1 training blurs small objects into blobs of the wrong colour (the
+    # quick-start shapes: docs/training.md), while L2 keeps their shape and colour
+    loss: str = "l1"
     patch_size: int = 4  # unshuffle only: 32x32x3 -> 8x8x48
+    # unshuffle / none: scale pixels by 1 / their std, as LDM does for latents (dark,
+    # mostly-background images have std ~0.26: their objects drown in the noise early on)
+    scale_pixels: bool = False
 
 
 @dataclass
@@ -137,11 +144,15 @@ class TrainConfig:
     base_lr: float = 2.0e-6  # multiplied by batch_size when scale_lr (EncDiff: 2.56e-4)
     scale_lr: bool = True
     warmup_steps: int = 10000
+    lr_schedule: str = "constant"  # constant (published) | cosine: to 0 at max_steps after warm-up
     max_steps: int = 90000
     ema_decay: float = 0.9999
     mixed_precision: str = "no"  # no | fp16 | bf16 (bf16: 1.5x on CPUs with avx512_bf16/AMX)
     channels_last: bool = False  # NHWC activations and weights (helps convs on GPUs)
     compile: bool = False  # torch.compile the training forward; falls back to eager on failure
+    # encode every image by the frozen first stage once, before diffusion training, instead
+    # of at every step (exact for the deterministic latents used: KL mode, VQ pre-quantisation)
+    cache_latents: bool = False
     weight_decay: float = 0.01  # AdamW's (torch's default, as LDM); 0 for the VAE baselines
     grad_clip: float = 0.0  # 0: off
     max_bad_steps: int = 25  # stop after this many non-finite steps in a row (each is skipped)
@@ -179,12 +190,14 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.family": ("diffusion", "betavae", "betatcvae", "factorvae"),
     "model.first_stage.kind": ("vq", "kl", "unshuffle", "none"),
+    "model.first_stage.loss": ("l1", "l2"),
     "model.encoder.kind": ("encdiff", "dyga"),
     "diffusion.beta_schedule": ("scaled_linear", "linear"),
     "diffusion.prediction": ("epsilon", "v_prediction", "sample"),
     "diffusion.loss": ("l1", "l2"),
     "diffusion.t_sampling": ("uniform", "cosmap"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
+    "train.lr_schedule": ("constant", "cosine"),
     "eval.representation": ("auto", "scalars", "pca", "flatten"),
     "anchoring.mode": ("hard", "gumbel"),
     "anchoring.lam_rule": ("spread", "official"),
@@ -295,6 +308,8 @@ def _parse_overrides(overrides: list[str]) -> dict:
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError:
             value = raw
+        if _field_type_name(key) in ("str", "str | None") and isinstance(value, bool | int | float):
+            value = raw  # a string option: `mixed_precision=no` is "no", not YAML's false
         node = tree
         parts = key.split(".")
         for part in parts[:-1]:
@@ -388,6 +403,11 @@ def validate(cfg: Config) -> None:
     if cfg.model.family != "diffusion" and cfg.anchoring.enabled:
         raise ConfigError(
             f"anchoring.enabled: DyGA anchors need the diffusion model, not {cfg.model.family}"
+        )
+    if cfg.model.family != "diffusion" and cfg.train.cache_latents:
+        raise ConfigError(
+            f"train.cache_latents: only the diffusion model has first-stage latents to cache, "
+            f"not {cfg.model.family}"
         )
     if cfg.model.vae.latent_dim <= 0:
         raise ConfigError(f"model.vae.latent_dim must be > 0; got {cfg.model.vae.latent_dim}")

@@ -246,6 +246,8 @@ class FactorDiffusion(ImageModel):
             fs.channel_mult,
             fs.num_res_blocks,
             fs.patch_size,
+            fs.scale_pixels,
+            fs.loss,
         )
         self.first_stage.requires_grad_(False)
         e = m.encoder
@@ -273,10 +275,14 @@ class FactorDiffusion(ImageModel):
         return self.unet
 
     # -- training -------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The diffusion loss of a batch of images (the only training signal)."""
-        with torch.no_grad():
-            z0 = self.first_stage.encode(x)
+    def forward(
+        self, x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, z0: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The diffusion loss of a batch of images (the only training signal); ``z0``: their
+        first-stage latents when cached (``train.cache_latents``), else encoded here."""
+        if z0 is None:
+            with torch.no_grad():
+                z0 = self.first_stage.encode(x)
         tokens = self.units(x)
         return diffusion_loss(
             self.unet, z0, tokens, self.noise_scheduler, noise, t, self.config.diffusion.loss
@@ -341,6 +347,8 @@ class FactorDiffusion(ImageModel):
         """DDIM from the units; the same seed gives the same starting noise for every row,
         so rows differ only through their units."""
         d = self.config.diffusion
+        # pixel models clip x0 to the data range, [-1, 1] times the pixels' scale
+        self.sampler.register_to_config(clip_sample_range=float(self.first_stage.scale))
         z = ddim_sample(
             self.unet, units, self.latent_shape, self.sampler,
             steps or d.sample_steps, d.eta if eta is None else eta,

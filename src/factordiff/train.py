@@ -22,7 +22,7 @@ import signal
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,7 @@ from factordiff.checkpoint import (
     remove_partial_checkpoints,
     save_checkpoint,
 )
-from factordiff.config import Config, load_config, save_config
+from factordiff.config import Config, TrainConfig, load_config, save_config
 from factordiff.data import load
 from factordiff.data.base import FactorDataset
 from factordiff.data.loader import TorchFactorDataset, to_float
@@ -213,7 +213,61 @@ def device_batch_stream(
         store[lo : lo + len(rows)] = torch.from_numpy(dataset.images_at(rows)).to(device)
     sampler = RankBatchSampler(data, start, cfg.train.max_steps, rank, world, cfg.train.grad_accum)
     for rows in sampler:
-        yield {"image": to_float(store[torch.as_tensor(rows, device=device)], cfg.data.image_size)}
+        index = torch.as_tensor(rows, device=device)
+        yield {"image": to_float(store[index], cfg.data.image_size), "index": index}
+
+
+@torch.no_grad()
+def cache_latents(
+    model: ImageModel, dataset: FactorDataset, cfg: Config, acc: Accelerator, progress: bool
+) -> torch.Tensor:
+    """``train.cache_latents``: every image's first-stage latent, computed once.
+
+    The first stage is frozen in phase 2, so encoding each batch again (a fifth of a
+    quick-start step on the CPU) recomputes the same latents; they are kept on the training
+    device (Shapes3D's 480,000 at 16x16x3: 1.5 GB in fp32).
+    """
+    n = len(dataset)
+    latents = torch.empty((n, *model.latent_shape), device=acc.device)
+    model.first_stage.eval()
+    for lo in tqdm(range(0, n, 256), desc="caching latents", disable=not progress, leave=False):
+        rows = np.arange(lo, min(n, lo + 256))
+        x = model.prepare_images(to_float(dataset.images_at(rows), cfg.data.image_size))
+        with acc.autocast():  # as the per-step encode inside the training forward
+            latents[lo : lo + len(rows)] = model.first_stage.encode(x).float()
+    return latents
+
+
+def lr_multiplier(step: int, t: TrainConfig) -> float:
+    """Linear warm-up to the base rate, then constant (published) or a cosine to 0 at
+    ``max_steps`` (a fixed short budget ends on small steps instead of mid-stride)."""
+    warmup = max(1, t.warmup_steps)
+    if step < warmup or t.lr_schedule == "constant":
+        return min(1.0, (step + 1) / warmup)
+    progress = min(1.0, (step - warmup) / max(1, t.max_steps - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class TrainClock:
+    """Wall seconds spent training, both phases, periodic evaluation excluded: the time
+    axis of time-to-quality curves. Kept in checkpoints, so it adds up across resumes."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.restart_at(seconds)
+
+    def restart_at(self, seconds: float) -> None:
+        self._base, self._start = seconds, time.perf_counter()
+
+    def seconds(self) -> float:
+        return self._base + time.perf_counter() - self._start
+
+    @contextmanager
+    def paused(self):
+        held = self.seconds()
+        try:
+            yield
+        finally:
+            self.restart_at(held)
 
 
 def refit_scheduled(cfg: Config, step: int, per_epoch: int) -> bool:
@@ -352,8 +406,10 @@ def train_first_stage(
     stop: StopRequest,
     acc: Accelerator,
     run_dir: Path,
+    clock: TrainClock,
 ) -> bool:
-    """Phase 1: the autoencoder by its reconstruction loss; False when there is none to train.
+    """Phase 1: the autoencoder by its reconstruction loss (pixels: their scale only); False
+    when there is nothing to do.
 
     Every ``train.checkpoint_every`` steps and on a stop request, the phase's state (the
     first stage's weights, Adam's state, the step reached) is saved under
@@ -363,8 +419,11 @@ def train_first_stage(
     holds a first stage that is finished in every respect.
     """
     fs = model.first_stage
-    if fs is None or fs.model is None or bool(fs.calibrated):
+    if fs is None or bool(fs.calibrated):
         return False
+    if fs.model is None:  # pixels (first_stage.scale_pixels): only the scale to measure
+        fs.calibrate_scale(model.prepare_images(dataset.images_at(data.rows(0, 0, 1))))
+        return True
     fs.requires_grad_(True).train()
     lr = cfg.model.first_stage.lr * (cfg.train.batch_size if cfg.train.scale_lr else 1)
     opt = torch.optim.Adam(fs.parameters(), lr=lr, betas=(0.5, 0.9))
@@ -381,6 +440,7 @@ def train_first_stage(
         load_into(fs, load_tensors(ckpt, "first_stage"), str(ckpt / "first_stage.safetensors"))
         restore_optimizer(opt, load_tensors(ckpt, "optimizer"), state["optimizer"])
         start = state["first_stage_step"]
+        clock.restart_at(state.get("train_s", 0.0))
         if acc.is_main_process:
             print(f"resuming the first-stage phase of {run_dir} at step {start} of {steps}")
     logger.keep_first_stage_until(start)  # records past it are logged again below
@@ -393,7 +453,7 @@ def train_first_stage(
                 own_dir, done,
                 {"first_stage": fs.state_dict(), "optimizer": opt_tensors},
                 {"step": done, "phase": "first_stage", "first_stage_step": done,
-                 "train_steps": steps, "seed": cfg.train.seed,
+                 "train_steps": steps, "seed": cfg.train.seed, "train_s": clock.seconds(),
                  "rng": "reseeded every step by (seed, step); see train_first_stage",
                  "optimizer": opt_meta},
                 keep=1,
@@ -406,14 +466,15 @@ def train_first_stage(
     for step in bar:
         torch.manual_seed(chunk_seed(cfg.train.seed, step, 10_000))
         x = model.prepare_images(dataset.images_at(data.rows(step, 0, 1)))
-        loss, parts = fs.reconstruction_loss(x)
+        with acc.autocast():
+            loss, parts = fs.reconstruction_loss(x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         done = step + 1
         bar.set_postfix(rec_l1=f"{parts['rec_l1']:.4f}", refresh=False)
         if done % cfg.train.log_every == 0 or done == steps:
-            logger.log(0, {"first_stage_step": done, **parts})
+            logger.log(0, {"first_stage_step": done, **parts, "train_s": clock.seconds()})
         if stop_requested(stop, acc):
             bar.close()
             saved = save(done)
@@ -505,13 +566,13 @@ def _train_guarded(
     params = [p for p in model.parameters() if p.requires_grad]
     lr = t.base_lr * (t.batch_size if t.scale_lr else 1)
     optimizer = make_adamw(params, lr, t.weight_decay)
-    warmup = max(1, t.warmup_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, t))
     ema = EMAModel(model.ema_module.parameters(), decay=t.ema_decay)
 
     raw_optimizer = optimizer  # accelerate wraps it below; its state_dict lives here
     step = bad_steps = bad_streak = 0
     refit_pending = False  # a refit scheduled at the step a resumed run stopped at
+    clock = TrainClock()
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:  # resume: weights, EMA, optimizer, schedule; data follows from step
         state = load_state(ckpt)
@@ -526,6 +587,7 @@ def _train_guarded(
         step = state["step"]
         bad_steps = state.get("bad_steps", 0)
         refit_pending = state.get("refit_pending", False)
+        clock = TrainClock(state.get("train_s", 0.0))
         if acc.is_main_process:
             print(f"resuming {run_dir} from {ckpt.name} (step {step})")
             saved_chunks = state.get("processes", world) * state.get("grad_accum", t.grad_accum)
@@ -559,7 +621,7 @@ def _train_guarded(
                  "ema_step": ema.optimization_step, "optimizer": opt_meta,
                  "lr_scheduler": scheduler.state_dict(), "processes": world,
                  "grad_accum": t.grad_accum,
-                 "bad_steps": bad_steps,
+                 "bad_steps": bad_steps, "train_s": clock.seconds(),
                  "refit_pending": refit_scheduled(cfg, step, data.per_epoch)
                  and not refit_due(cfg, step, data.per_epoch)},
                 keep=t.keep_checkpoints,
@@ -567,12 +629,24 @@ def _train_guarded(
         acc.wait_for_everyone()
 
     if ckpt is None and train_first_stage(
-        model, data, dataset, cfg, logger, progress and acc.is_main_process, stop, acc, run_dir
+        model,
+        data,
+        dataset,
+        cfg,
+        logger,
+        progress and acc.is_main_process,
+        stop,
+        acc,
+        run_dir,
+        clock,
     ):
         checkpoint()  # step 0: the trained first stage is never trained twice
     if acc.is_main_process:  # the step-0 checkpoint holds it now (or there was none to train)
         shutil.rmtree(first_stage_checkpoint_dir(run_dir), ignore_errors=True)
 
+    latents = None
+    if t.cache_latents and step < t.max_steps:
+        latents = cache_latents(model, dataset, cfg, acc, progress and acc.is_main_process)
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
     ddp_model, optimizer = acc.prepare(model, optimizer)
@@ -619,13 +693,15 @@ def _train_guarded(
                 chunk = micro * world + rank
                 seed = chunk_seed(t.seed, step, chunk)
                 g = torch.Generator().manual_seed(seed)
-                x = model.prepare_images(next(batches)["image"])
+                batch = next(batches)
+                x = model.prepare_images(batch["image"])
+                z0 = None if latents is None else latents[batch["index"].to(acc.device)]
                 noise = torch.randn((len(x), *model.latent_shape), generator=g).to(acc.device)
                 ts = sample_timesteps(len(x), cfg.diffusion, g).to(acc.device)
                 torch.manual_seed(seed)  # dropout / skip-dropout masks
                 sync = micro == t.grad_accum - 1
                 with nullcontext() if sync else acc.no_sync(ddp_model):
-                    loss = forward(x, noise, ts) / t.grad_accum
+                    loss = forward(x, noise, ts, z0) / t.grad_accum
                     acc.backward(loss)
                 step_loss += loss.detach()
             # The gradients are all-reduced, so every process reaches the same verdict; a
@@ -672,7 +748,7 @@ def _train_guarded(
                 logger.log(
                     step,
                     {"loss": mean_loss, "lr": scheduler.get_last_lr()[0], "images_per_s": rate,
-                     **(pull or {})},
+                     "train_s": clock.seconds(), **(pull or {})},
                 )  # fmt: skip
                 shown["loss"] = f"{mean_loss:.4f}"
                 loss_sum.zero_()
@@ -689,13 +765,15 @@ def _train_guarded(
                     exit_code=128 + (stop.signum or signal.SIGTERM),
                 )
             if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps):
-                if acc.is_main_process:
-                    say = bar.write if progress else (lambda _: None)
-                    say(f"step {step}: evaluating (protocol x {t.eval_scale}, EMA U-Net) ...")
-                    scores = periodic_eval(model, ema, dataset, cfg, run_dir, step)
-                    say(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
-                    logger.log_eval(step, scores)
-                acc.wait_for_everyone()
+                trained_s = clock.seconds()  # the scores are of the weights at this time
+                with clock.paused():
+                    if acc.is_main_process:
+                        say = bar.write if progress else (lambda _: None)
+                        say(f"step {step}: evaluating (protocol x {t.eval_scale}, EMA U-Net) ...")
+                        scores = periodic_eval(model, ema, dataset, cfg, run_dir, step)
+                        say(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+                        logger.log_eval(step, scores, trained_s)
+                    acc.wait_for_everyone()
                 tick = time.perf_counter()
     finally:
         bar.close()
@@ -816,10 +894,10 @@ class RunLogger:
                     for i, x in enumerate(v):  # per unit (DyGA): one curve per unit
                         self.writer.add_scalar(f"train/{k}/{i}", x, step)
 
-    def log_eval(self, step: int, scores: dict) -> None:
+    def log_eval(self, step: int, scores: dict, train_s: float) -> None:
         if not self.enabled:
             return
-        self._write({"step": step, "eval": scores})
+        self._write({"step": step, "train_s": train_s, "eval": scores})
         if self.writer is not None:
             for k, v in scores.items():
                 if isinstance(v, int | float) and math.isfinite(v):

@@ -31,13 +31,17 @@ class FirstStage(nn.Module):
         channel_mult: tuple[int, ...] | list[int] = (1, 2, 4),
         num_res_blocks: int = 2,
         patch_size: int = 4,
+        scale_pixels: bool = False,
+        loss: str = "l1",
     ) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown first stage {kind!r}; expected one of {', '.join(KINDS)}")
         self.kind = kind
+        self.loss = {"l1": F.l1_loss, "l2": F.mse_loss}[loss]
         self.register_buffer("scale", torch.ones(()))  # set once by calibrate_scale
-        self.register_buffer("calibrated", torch.tensor(kind in ("none", "unshuffle")))
+        pixels = kind in ("none", "unshuffle")
+        self.register_buffer("calibrated", torch.tensor(pixels and not scale_pixels))
         blocks = dict(
             in_channels=in_channels,
             out_channels=in_channels,
@@ -83,13 +87,15 @@ class FirstStage(nn.Module):
     @torch.no_grad()
     def calibrate_scale(self, x: torch.Tensor) -> float:
         """scale = 1 / std of the latents of ``x``; done once, before diffusion training."""
-        if self.model is not None and not bool(self.calibrated):
+        if not bool(self.calibrated):
             self.scale.fill_(1.0 / self._raw_encode(x).float().std().clamp_min(1e-6))
             self.calibrated.fill_(True)
         return float(self.scale)
 
     def reconstruction_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Training loss of the autoencoder: L1 reconstruction + codebook (vq) or KL (kl) term.
+        """Training loss of the autoencoder: L1 or L2 reconstruction (``first_stage.loss``)
+        + codebook (vq) or KL (kl) term. ``rec_l1`` is logged whichever loss trains, so runs
+        compare.
 
         The perceptual (LPIPS) and adversarial terms of the published VQ-GAN loss are
         left out: their weights cannot be fetched here, and at 64x64 with a factor-4
@@ -98,12 +104,11 @@ class FirstStage(nn.Module):
         if self.model is None:
             raise ValueError(f"first_stage.kind={self.kind!r} has nothing to train")
         if self.kind == "vq":
-            h = self.model.encode(x).latents
-            out = self.model.decode(h)
-            rec = F.l1_loss(out.sample, x)
-            extra = out.commit_loss.mean()
+            out = self.model.decode(self.model.encode(x).latents)
+            recon, extra = out.sample, out.commit_loss.mean()
         else:
             dist = self.model.encode(x).latent_dist
-            rec = F.l1_loss(self.model.decode(dist.sample()).sample, x)
-            extra = 1e-6 * dist.kl().mean()
-        return rec + extra, {"rec_l1": float(rec.detach()), "reg": float(extra.detach())}
+            recon, extra = self.model.decode(dist.sample()).sample, 1e-6 * dist.kl().mean()
+        rec = self.loss(recon, x)
+        l1 = rec if self.loss is F.l1_loss else F.l1_loss(recon.detach(), x)
+        return rec + extra, {"rec_l1": float(l1.detach()), "reg": float(extra.detach())}
