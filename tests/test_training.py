@@ -17,7 +17,7 @@ from factordiff.checkpoint import CheckpointError, latest_checkpoint, load_tenso
 from factordiff.config import load_config
 from factordiff.errors import ConfigError
 from factordiff.pipeline import FactorDiffusion
-from factordiff.train import StepBatches, TrainClock, lr_multiplier, train
+from factordiff.train import StepBatches, TrainClock, caching_pays, lr_multiplier, train
 
 TINY = [
     "model.first_stage.kind=unshuffle",
@@ -109,7 +109,10 @@ def test_first_stage_is_trained_once_and_resume_stays_bitwise(tmp_path: Path) ->
     assert model.latent_shape == (2, 16, 16)
 
 
-def test_cached_latents_train_as_the_per_step_encode(tmp_path: Path) -> None:
+def test_cached_latents_train_as_the_per_step_encode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("factordiff.train.caching_pays", lambda n, to_see: True)  # 24 < 2592
     ae = ["model.first_stage.kind=kl", "model.first_stage.channels=8",
           "model.first_stage.channel_mult=[1,2]", "model.first_stage.num_res_blocks=1",
           "model.first_stage.train_steps=2", "model.first_stage.embed_dim=2",
@@ -353,3 +356,43 @@ def test_on_device_data_gives_the_loader_batches(tmp_path: Path, monkeypatch) ->
     a, b = weights(tmp_path / "loader"), weights(tmp_path / "device")
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_quickstart_recipe_trains_on_a_64x64_image_folder_at_32(tmp_path: Path) -> None:
+    """docs/training.md: your own images take the recipe changing only the number of units
+    and the image size (64x64 images are downscaled to the recipe's 32x32)."""
+    from PIL import Image
+
+    root = tmp_path / "images"
+    root.mkdir()
+    lines = []
+    for i, (hue, pos, size) in enumerate(np.ndindex(4, 4, 2)):
+        img = np.zeros((64, 64, 3), np.uint8)
+        side = 8 + 8 * size
+        img[8 + 10 * pos : 8 + 10 * pos + side, 20 : 20 + side, hue % 3] = 200
+        Image.fromarray(img).save(root / f"{i}.png")
+        lines.append(f"{i}.png,{hue},{pos},{size}\n")
+    (root / "factors.csv").write_text("file,hue,pos,size\n" + "".join(lines))
+    cfg = load_config("quickstart", [
+        "data.name=imagefolder", f"data.root={root}", "data.image_size=32",
+        "model.encoder.n_units=6", "model.first_stage.train_steps=2", "train.max_steps=2",
+        "train.batch_size=8", "train.eval_every=0", "train.checkpoint_every=2",
+    ])  # fmt: skip
+    train(cfg, tmp_path / "run", progress=False)
+    model = FactorDiffusion.from_pretrained(tmp_path / "run")
+    assert model.latent_shape == (3, 8, 8) and model.n_units == 6
+    assert model.represent(np.asarray(Image.open(root / "0.png"))[None]).shape == (1, 6)
+
+
+def test_latents_are_not_cached_when_the_run_sees_fewer_images_than_the_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Caching encodes every image once: on a dataset larger than what is left to train on
+    (Shapes3D with a CPU recipe) it costs more than it saves, so it is skipped, saying so."""
+    assert caching_pays(2592, 3500 * 64) and not caching_pays(480_000, 3500 * 64)
+    ae = ["model.first_stage.kind=kl", "model.first_stage.channels=8",
+          "model.first_stage.channel_mult=[1,2]", "model.first_stage.num_res_blocks=1",
+          "model.first_stage.train_steps=2", "model.first_stage.embed_dim=2",
+          "train.max_steps=2", "train.cache_latents=true"]  # fmt: skip
+    train(tiny(*ae), tmp_path / "run", progress=False)
+    assert "not caching -- the run has 16 images left to see of 2,592" in capsys.readouterr().out

@@ -238,6 +238,13 @@ def cache_latents(
     return latents
 
 
+def caching_pays(n_images: int, images_to_see: int) -> bool:
+    """Caching encodes all ``n_images`` once; encoding per batch encodes ``images_to_see``.
+    On a dataset larger than the run's remaining images (Shapes3D's 480,000 against a
+    CPU recipe's 224,000) the cache would cost more than it saves."""
+    return images_to_see >= n_images
+
+
 def lr_multiplier(step: int, t: TrainConfig) -> float:
     """Linear warm-up to the base rate, then constant (published) or a cosine to 0 at
     ``max_steps`` (a fixed short budget ends on small steps instead of mid-stride)."""
@@ -645,8 +652,16 @@ def _train_guarded(
         shutil.rmtree(first_stage_checkpoint_dir(run_dir), ignore_errors=True)
 
     latents = None
+    to_see = (t.max_steps - step) * t.batch_size  # the global batch, over all processes
     if t.cache_latents and step < t.max_steps:
-        latents = cache_latents(model, dataset, cfg, acc, progress and acc.is_main_process)
+        if caching_pays(len(dataset), to_see):
+            latents = cache_latents(model, dataset, cfg, acc, progress and acc.is_main_process)
+        elif acc.is_main_process:
+            print(
+                f"train.cache_latents: not caching -- the run has {to_see:,} images left to see "
+                f"of {len(dataset):,}, so encoding every image once would cost more than "
+                "encoding each batch"
+            )
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
     ddp_model, optimizer = acc.prepare(model, optimizer)
