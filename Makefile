@@ -47,10 +47,12 @@ QS_RUN ?= runs/quickstart-model
 QS_OUT := src/factordiff/pretrained/quickstart
 # Writing into the package is refused unless FACTORDIFF_ALLOW_PACKAGE_WRITES=1 (maintainers).
 quickstart-model: install
-	OMP_NUM_THREADS=1 $(BIN)/factordiff train quickstart --out $(QS_RUN)
+	$(BIN)/factordiff train quickstart --out $(QS_RUN) train.eval_every=500 train.eval_scale=1.0 train.checkpoint_every=100000 train.keep_checkpoints=1
 	FACTORDIFF_ALLOW_PACKAGE_WRITES=1 $(BIN)/python -c "import torch, factordiff as fd; fd.FactorDiffusion.from_pretrained('$(QS_RUN)').save_pretrained('$(QS_OUT)', dtype=torch.float16)"
 	cp $(QS_RUN)/metrics.jsonl $(QS_OUT)/train_log.jsonl
 	FACTORDIFF_ALLOW_PACKAGE_WRITES=1 $(BIN)/factordiff eval $(QS_OUT) --out $(QS_OUT)/eval.json
+	FACTORDIFF_ALLOW_PACKAGE_WRITES=1 $(BIN)/factordiff downstream $(QS_OUT) --out $(QS_OUT)/downstream.json
+	FACTORDIFF_ALLOW_PACKAGE_WRITES=1 $(BIN)/factordiff interchange $(QS_OUT) --pairs 32 --steps 50 --out $(QS_OUT)/interchange.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -154,9 +154,9 @@ def test_version_is_one_number_everywhere() -> None:
 
 def test_provenance_survives_save_and_load(tmp_path: Path) -> None:
     model = fd.FactorDiffusion.from_pretrained("quickstart")
-    assert model.provenance["shipped"] == "quickstart" and model.provenance["step"] == 6000
+    assert model.provenance["shipped"] == "quickstart" and model.provenance["step"] == 3500
     model.save_pretrained(tmp_path / "copy")
     again = fd.FactorDiffusion.from_pretrained(tmp_path / "copy")
-    assert again.provenance["step"] == 6000 and again.provenance["saved_with"] == fd.__version__
+    assert again.provenance["step"] == 3500 and again.provenance["saved_with"] == fd.__version__
     assert "shipped" not in again.provenance
     assert again.provenance["config_sha256"] == model.provenance["config_sha256"]
