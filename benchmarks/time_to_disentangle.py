@@ -53,6 +53,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "unet32": ("quickstart", ["model.unet.model_channels=32"]),
     "units6": ("quickstart", ["model.encoder.n_units=6"]),
     "units5": ("quickstart", ["model.encoder.n_units=5"]),
+    # carry-over: the recipe on other data, images downscaled to the recipe's 32x32
+    "recipe_at32": ("quickstart", ["data.image_size=32"]),
     "lr_half": ("quickstart", ["train.base_lr=5.0e-6"]),
 }
 
@@ -66,7 +68,7 @@ def run_cell(variant: str, dataset: str, seed: int, args) -> Path:
     preset, overrides = VARIANTS[variant]
     run = run_dir(Path(args.work), variant, dataset, seed)
     cmd = [sys.executable, "-m", "factordiff", "train", preset, "--out", str(run),
-           *overrides, f"data.name={dataset}", f"train.seed={seed}",
+           *overrides, f"data.name={dataset}", *args.data_root, f"train.seed={seed}",
            f"train.max_steps={args.steps}", f"train.eval_every={args.eval_every}",
            "train.eval_scale=1.0", "train.checkpoint_every=100000",
            "train.keep_checkpoints=1"]  # fmt: skip
@@ -210,6 +212,7 @@ def plot(curves: dict, dataset: str, budget: float, out: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="quickstart")
+    ap.add_argument("--data-root", default=None, help="data.root of every run (imagefolder)")
     ap.add_argument("--variants", default="v0.3,recipe", help=f"of {', '.join(VARIANTS)}")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--steps", type=int, default=5000, help="diffusion steps of each run")
@@ -221,6 +224,7 @@ def main() -> None:
     ap.add_argument("--name", default=None, help="results file stem")
     args = ap.parse_args()
     args.budget = args.budget or TARGETS.get(args.dataset, (20,))[0]
+    args.data_root = [f"data.root={args.data_root}"] if args.data_root else []
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -234,7 +238,8 @@ def main() -> None:
         curves.setdefault(variant, {})[seed] = curve(run)
     summary = summarise(curves, args.dataset, args.budget)
     stem = HERE / "results" / (args.name or f"time_to_disentangle_{args.dataset}")
-    record = {"dataset": args.dataset, "machine": cpu_name(), "cores": os.cpu_count(),
+    record = {"dataset": args.dataset, "data_root": args.data_root, "machine": cpu_name(),
+              "cores": os.cpu_count(),
               "threads_per_run": args.threads, "jobs": args.jobs, "steps": args.steps,
               "eval_every": args.eval_every, "budget_minutes": args.budget,
               "variants": {v: VARIANTS[v] for v in variants}, "summary": summary,
