@@ -23,8 +23,9 @@ import torch
 
 from factordiff import metrics
 from factordiff.config import load_config
+from factordiff.families import load_dataset
 from factordiff.pipeline import FactorDiffusion
-from factordiff.train import load_dataset, train
+from factordiff.train import train
 
 BASE = [
     "model.first_stage.kind=unshuffle",

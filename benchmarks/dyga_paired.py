@@ -143,8 +143,9 @@ def run_cell(variant: str, dataset: str, seed: int, args) -> dict:
     import torch
 
     from factordiff import metrics
+    from factordiff.families import load_dataset
     from factordiff.pipeline import FactorDiffusion
-    from factordiff.train import load_dataset, train
+    from factordiff.train import train
 
     run = args.runs / f"{dataset}-{variant}-seed{seed}"
     preset, overrides, cfg = cell_config(variant, dataset, seed, args.steps, args.refits)
@@ -181,9 +182,9 @@ def measure_pull(run: Path, n_images: int = 1024, batch: int = 64) -> dict:
     mean lam, the move as a share of the distance to the anchor, the zero share."""
     import torch
 
+    from factordiff.families import load_dataset
     from factordiff.models.anchoring import Anchors
     from factordiff.pipeline import FactorDiffusion
-    from factordiff.train import load_dataset
 
     model = FactorDiffusion.from_pretrained(run)
     data = load_dataset(model.config)

@@ -221,8 +221,9 @@ def flops_baseline(preset: str) -> float:
 
 def data_and_anchor_shares(preset: str, batch: int, step_s: float) -> dict:
     """Batch fetch + preparation time per step, and one DyGA refit against its interval."""
+    from factordiff.families import load_dataset
     from factordiff.pipeline import FactorDiffusion
-    from factordiff.train import StepBatches, load_dataset, refit_anchors
+    from factordiff.train import StepBatches, refit_anchors
 
     cfg = config_for(preset, 1, batch, [])
     dataset = load_dataset(cfg)

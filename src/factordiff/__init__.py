@@ -24,6 +24,8 @@ def __getattr__(name: str) -> Any:
     on first use, so that ``import factordiff`` and the data commands stay fast."""
     if name == "metrics":
         return importlib.import_module("factordiff.metrics")
-    if name in ("FactorDiffusion", "load_pretrained"):
-        return getattr(importlib.import_module("factordiff.pipeline"), name)
+    if name == "FactorDiffusion":
+        return importlib.import_module("factordiff.pipeline").FactorDiffusion
+    if name == "load_pretrained":
+        return importlib.import_module("factordiff.families").load_pretrained
     raise AttributeError(f"module 'factordiff' has no attribute {name!r}")

@@ -260,8 +260,7 @@ def eval_command(
 
 
 def _load_run(run_dir: Path, device: str):
-    from factordiff.pipeline import load_pretrained
-    from factordiff.train import load_dataset
+    from factordiff.families import load_dataset, load_pretrained
 
     model = load_pretrained(run_dir, device=device)
     return model, load_dataset(model.config)

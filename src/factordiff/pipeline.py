@@ -355,17 +355,3 @@ class FactorDiffusion(ImageModel):
             torch.Generator().manual_seed(seed), shared_noise=True, progress=progress,
         )  # fmt: skip
         return self.first_stage.decode(z).clamp(-1, 1)
-
-
-def load_pretrained(
-    path: str | Path, *, device: str | torch.device = "cpu", use_ema: bool = True
-) -> ImageModel:
-    """``from_pretrained`` of the model class the run's config names (``model.family``):
-    ``FactorDiffusion``, or a VAE baseline."""
-    path = resolve_model(path)
-    family = load_config(path / "config.yaml").model.family
-    if family == "diffusion":
-        return FactorDiffusion.from_pretrained(path, device=device, use_ema=use_ema)
-    from factordiff.baseline_pipeline import VAEModel
-
-    return VAEModel.from_pretrained(path, device=device, use_ema=use_ema)

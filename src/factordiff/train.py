@@ -44,13 +44,13 @@ from factordiff.checkpoint import (
     save_checkpoint,
 )
 from factordiff.config import Config, TrainConfig, load_config, save_config
-from factordiff.data import load
 from factordiff.data.base import FactorDataset
 from factordiff.data.loader import TorchFactorDataset, to_float
 from factordiff.diffusion import sample_timesteps
 from factordiff.errors import ConfigError
+from factordiff.families import build_model, load_dataset
 from factordiff.models.anchoring import fit_anchors
-from factordiff.pipeline import FactorDiffusion, ImageModel, resolve_image_size
+from factordiff.pipeline import ImageModel, resolve_image_size
 from factordiff.run_guard import (
     RunDirError,
     RunLock,
@@ -68,21 +68,6 @@ RESUMABLE_CHANGES = (
     "train.channels_last", "train.compile", "data.num_workers", "data.on_device", "data.root",
     "data.cache_dir",
 )  # fmt: skip
-
-
-def load_dataset(cfg: Config) -> FactorDataset:
-    kwargs: dict = {}
-    if cfg.data.in_memory:
-        kwargs["in_memory"] = True
-    if cfg.data.cache_dir:
-        kwargs["cache_dir"] = cfg.data.cache_dir
-    try:
-        return load(cfg.data.name, root=cfg.data.root, **kwargs)
-    except TypeError as exc:  # an option the dataset's class does not take
-        raise ConfigError(
-            f"data.in_memory / data.cache_dir: not supported for dataset {cfg.data.name!r} "
-            f"with data.root={cfg.data.root!r} ({exc})"
-        ) from None
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -538,15 +523,6 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
         if failures[0] is not None:
             raise RunDirError(failures[0])
         return _train_guarded(cfg, run_dir, acc, model, dataset, stop, progress)
-
-
-def build_model(cfg: Config) -> ImageModel:
-    """The model ``model.family`` names: EncDiff / DyGA, or a beta-VAE family baseline."""
-    if cfg.model.family == "diffusion":
-        return FactorDiffusion(cfg)
-    from factordiff.baseline_pipeline import VAEModel
-
-    return VAEModel(cfg)
 
 
 def checkpoint_bytes(model: ImageModel) -> int:
