@@ -18,16 +18,16 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import factordiff as fd
-from factordiff.attention_maps import cross_attention_maps, recording_cross_attention
 from factordiff.cli import app
 from factordiff.data import load
 from factordiff.interchange import FactorClassifier, interchange_score
 from factordiff.metrics.downstream import downsampled_pixels, downstream
 from factordiff.models.unet import UNet
 from factordiff.pipeline import FactorDiffusion
-from factordiff.report import _interchange_section, format_setting, write_report
 from factordiff.train import train
 from factordiff.viz import save_swap_grid, save_traverse_grid, swap_grid, traverse_units
+from factordiff.viz.attention_maps import cross_attention_maps, recording_cross_attention
+from factordiff.viz.report import _interchange_section, format_setting, write_report
 from metric_cases import MetricTinyGrid, decode_factors
 from test_training import tiny
 
@@ -169,7 +169,7 @@ def test_config_values_are_formatted_for_readers() -> None:
 def test_periodic_eval_legend_does_not_cover_the_curves(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from factordiff import plots
+    from factordiff.viz import plots
 
     log = tmp_path / "metrics.jsonl"
     scores = {"dci/disentanglement": 0.3, "mig/mig": 0.2, "sap/sap": 0.9}
@@ -177,7 +177,7 @@ def test_periodic_eval_legend_does_not_cover_the_curves(
              for s in (100, 200, 300)]  # fmt: skip
     log.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
     figures = []
-    monkeypatch.setattr(plots, "_save_figure", lambda fig, out, dpi: figures.append(fig) or out)
+    monkeypatch.setattr(plots, "save_figure", lambda fig, out, dpi: figures.append(fig) or out)
     plots.save_training_curves(log, tmp_path / "c.png")
     fig = figures[0]
     fig.tight_layout()

@@ -380,7 +380,7 @@ def downstream(
     """Gradient boosted trees on the units predict each factor from 10000 / 1000 / 100
     examples (DyGA paper, disentanglement_lib downstream task), beside a baseline."""
     from factordiff.metrics.downstream import downsampled_pixels, downstream_results
-    from factordiff.plots import save_downstream_plot
+    from factordiff.viz.plots import save_downstream_plot
 
     try:
         train_sizes = tuple(int(s) for s in sizes.split(","))
@@ -422,7 +422,7 @@ def report(
     """One self-contained report.html: config, curves, metrics, figures, reproduction."""
     from factordiff import metrics as fd_metrics
     from factordiff.interchange import interchange_score
-    from factordiff.report import load_json, write_report
+    from factordiff.viz.report import load_json, write_report
 
     model, dataset = _load_run(run_dir, device)
     model_dir = _model_dir(model)

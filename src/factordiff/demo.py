@@ -41,9 +41,9 @@ def run_demo(
     from factordiff import metrics
     from factordiff.metrics.evaluate import results_to_json
     from factordiff.pipeline import FactorDiffusion
-    from factordiff.report import load_json, write_report
     from factordiff.train import train
     from factordiff.viz import save_reconstruction_grid, save_swap_grid
+    from factordiff.viz.report import load_json, write_report
 
     start = time.perf_counter()
     refuse_package_write(out, "the quick start")

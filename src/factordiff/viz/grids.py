@@ -1,16 +1,14 @@
-"""Figures: labelled image grids (matplotlib, Agg backend, written as PNG)."""
+"""Labelled image grids: factor sweeps, latent interchange, traversals, samples,
+reconstructions."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from factordiff.data.base import FactorDataset  # noqa: E402
+from factordiff.data.base import FactorDataset
+from factordiff.viz.figure import plt, save_figure
 
 
 def factor_sweep(
@@ -91,16 +89,7 @@ def save_grid(
                 ax.set_title(col_labels[c], fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11)
-    return _save_figure(fig, out, dpi=100)
-
-
-def _save_figure(fig, out: str | Path, dpi: int) -> Path:
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=100)
 
 
 def save_factor_sweep(
@@ -119,7 +108,7 @@ def _pairs(dataset, n_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return dataset.images_at(np.sort(idx[:n_pairs])), dataset.images_at(np.sort(idx[n_pairs:]))
 
 
-def _rgb(images: np.ndarray) -> np.ndarray:
+def as_rgb(images: np.ndarray) -> np.ndarray:
     return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
 
 
@@ -148,8 +137,8 @@ def swap_grid(
     out = model.decode(batch, steps, seed=seed)
     out = out.reshape(n_pairs, per, *out.shape[1:])
     size = out.shape[2]
-    sources = _resize_uint8(_rgb(images_a), size)[:, None]
-    targets = _resize_uint8(_rgb(images_b), size)[:, None]
+    sources = _resize_uint8(as_rgb(images_a), size)[:, None]
+    targets = _resize_uint8(as_rgb(images_b), size)[:, None]
     return np.concatenate([sources, out[:, :1], targets, out[:, 1:]], axis=1)
 
 
@@ -233,8 +222,8 @@ def save_traverse_grid(
 
     rs = np.random.RandomState(seed)
     i = int(rs.randint(len(dataset))) if index is None else index
-    image = _rgb(dataset.images_at(np.array([i])))[0]
-    reference = _rgb(dataset.images_at(np.sort(rs.choice(len(dataset), min(len(dataset), 1000),
+    image = as_rgb(dataset.images_at(np.array([i])))[0]
+    reference = as_rgb(dataset.images_at(np.sort(rs.choice(len(dataset), min(len(dataset), 1000),
                                                          replace=False))))  # fmt: skip
     walks, labels = traverse_units(model, image, reference, n_steps, over)
     width = max(len(w) for w in walks)
@@ -276,7 +265,7 @@ def save_sample_grid(
 
     rs = np.random.RandomState(seed + 2)
     n_units = model.n_units
-    pool = _rgb(dataset.images_at(np.sort(rs.choice(len(dataset), n_images * 2, replace=False))))
+    pool = as_rgb(dataset.images_at(np.sort(rs.choice(len(dataset), n_images * 2, replace=False))))
     units = model.encode(pool)
     pick = torch.from_numpy(rs.randint(len(pool), size=(n_images, n_units)))
     mixed = units[pick, torch.arange(n_units)]  # (n_images, N, D)
@@ -291,40 +280,10 @@ def save_reconstruction_grid(
 ) -> Path:
     """Originals (top row) and their regenerations from the units alone (bottom row)."""
     rs = np.random.RandomState(seed + 1)
-    images = _rgb(dataset.images_at(np.sort(rs.choice(len(dataset), n_images, replace=False))))
+    images = as_rgb(dataset.images_at(np.sort(rs.choice(len(dataset), n_images, replace=False))))
     recon = model.reconstruct(images, steps, seed=seed)
     grid = np.stack([_resize_uint8(images, recon.shape[1]), recon])
     return save_grid(
         grid, out, row_labels=["original", "generated"],
         title="reconstruction from the latent units (DDIM)",
     )  # fmt: skip
-
-
-def unit_panels(n_units: int, height: float = 2.4):
-    """A figure with one panel per unit, 5 to a row (spare panels hidden): (fig, axes)."""
-    cols = min(n_units, 5)
-    rows = -(-n_units // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, height * rows), squeeze=False)
-    for ax in axes.ravel()[n_units:]:
-        ax.axis("off")
-    return fig, axes.ravel()[:n_units]
-
-
-def save_anchor_plot(features, units, out: str | Path, max_points: int = 2000) -> Path:
-    """Per latent unit: its features projected on their first two principal axes, with the
-    DyGA anchors (Gaussian means) on top. features (n, N, D); units: fitted ``UnitMixture``s."""
-    feats = np.asarray(features, dtype=np.float64)[:max_points]
-    fig, axes = unit_panels(feats.shape[1])
-    for u, ax in enumerate(axes):
-        x = feats[:, u]
-        mean = x.mean(0)
-        _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-        axes_2d = vt[:2].T if vt.shape[0] > 1 else np.pad(vt.T, ((0, 0), (0, 1)))
-        pts = (x - mean) @ axes_2d
-        anchors = (units[u].means.cpu().numpy() - mean) @ axes_2d
-        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.3, color="tab:blue")
-        ax.scatter(anchors[:, 0], anchors[:, 1], marker="x", s=40, color="tab:red")
-        ax.set_title(f"unit {u}: {units[u].n_components} anchors", fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    return _save_figure(fig, out, dpi=90)

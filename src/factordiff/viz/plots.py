@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from factordiff.viz import _save_figure, plt, unit_panels
+from factordiff.viz.figure import plt, save_figure, unit_panels
 
 
 def save_importance_heatmap(
@@ -23,7 +23,7 @@ def save_importance_heatmap(
     ax.set_yticks(range(r.shape[0]), [f"unit {i}" for i in range(r.shape[0])], fontsize=8)
     ax.set_title("DCI importance (unit x factor)", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.05)
-    return _save_figure(fig, out, dpi=100)
+    return save_figure(fig, out, dpi=100)
 
 
 def read_metrics_log(path: str | Path) -> list[dict]:
@@ -69,7 +69,7 @@ def save_training_curves(metrics_log: str | Path, out: str | Path) -> Path:
         ax.set(xlabel="step", ylabel="score", title="periodic evaluation")
         # outside the axes: inside, it covered the curves (they fill the panel's top)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    return _save_figure(fig, out, dpi=90)
+    return save_figure(fig, out, dpi=90)
 
 
 def save_unit_histograms(
@@ -88,7 +88,7 @@ def save_unit_histograms(
         ax.set_title(title, fontsize=8)
         ax.tick_params(labelsize=6)
         ax.set_yticks([])
-    return _save_figure(fig, out, dpi=90)
+    return save_figure(fig, out, dpi=90)
 
 
 def save_downstream_plot(results: dict[str, dict], out: str | Path) -> Path:
@@ -101,7 +101,7 @@ def save_downstream_plot(results: dict[str, dict], out: str | Path) -> Path:
     ax.set(xscale="log", xlabel="training examples", ylabel="mean test accuracy",
            title="downstream: gradient boosted trees")  # fmt: skip
     ax.legend(fontsize=8)
-    return _save_figure(fig, out, dpi=100)
+    return save_figure(fig, out, dpi=100)
 
 
 def has_anchoring_records(metrics_log: str | Path) -> bool:
@@ -141,4 +141,24 @@ def save_anchoring_plot(metrics_log: str | Path, out: str | Path) -> Path:
         filtered = sum(sum(r.get("anchor_filtered") or [0]) for r in fits)
         ax.set_title(f"anchors K per unit ({splits} splits, {filtered} filtered)", fontsize=9)
     ax.set(xlabel="refit step")
-    return _save_figure(fig, out, dpi=90)
+    return save_figure(fig, out, dpi=90)
+
+
+def save_anchor_plot(features, units, out: str | Path, max_points: int = 2000) -> Path:
+    """Per latent unit: its features projected on their first two principal axes, with the
+    DyGA anchors (Gaussian means) on top. features (n, N, D); units: fitted ``UnitMixture``s."""
+    feats = np.asarray(features, dtype=np.float64)[:max_points]
+    fig, axes = unit_panels(feats.shape[1])
+    for u, ax in enumerate(axes):
+        x = feats[:, u]
+        mean = x.mean(0)
+        _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+        axes_2d = vt[:2].T if vt.shape[0] > 1 else np.pad(vt.T, ((0, 0), (0, 1)))
+        pts = (x - mean) @ axes_2d
+        anchors = (units[u].means.cpu().numpy() - mean) @ axes_2d
+        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.3, color="tab:blue")
+        ax.scatter(anchors[:, 0], anchors[:, 1], marker="x", s=40, color="tab:red")
+        ax.set_title(f"unit {u}: {units[u].n_components} anchors", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return save_figure(fig, out, dpi=90)

@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from factordiff import __version__, plots, viz
-from factordiff.attention_maps import save_attention_figure
+from factordiff import __version__
 from factordiff.metrics.evaluate import HEADLINE
 from factordiff.metrics.representation import UnitPCA
+from factordiff.viz import grids, plots
+from factordiff.viz.attention_maps import save_attention_figure
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
@@ -163,22 +164,22 @@ def write_report(
         else:
             sections.append(("Metrics", "<p>Not evaluated: run <code>factordiff eval RUN</code> "
                              "first (or pass --scale to the report).</p>"))  # fmt: skip
-        figure("Reconstructions", lambda p: viz.save_reconstruction_grid(
+        figure("Reconstructions", lambda p: grids.save_reconstruction_grid(
             model, dataset, p, steps=steps), "Top: originals; bottom: DDIM from the units.",
         )  # fmt: skip
         figure(
             "Samples",
-            lambda p: viz.save_sample_grid(model, dataset, p, steps=steps),
+            lambda p: grids.save_sample_grid(model, dataset, p, steps=steps),
             "Each unit of each sample comes from a different random image.",
         )
-        figure("Latent interchange", lambda p: viz.save_swap_grid(model, dataset, p, steps=steps),
+        figure("Latent interchange", lambda p: grids.save_swap_grid(model, dataset, p, steps=steps),
                "Column 'unit k': the source regenerated with unit k taken from the target. "
                "'source regen.': the source regenerated from its own units with the same "
                "noise; what already differs there from the source (hue, shape) is "
                "reconstruction drift, not the swap.")  # fmt: skip
         if interchange is not None:
             sections.append(("Interchange score", _interchange_section(interchange)))
-        figure("Traversals", lambda p: viz.save_traverse_grid(model, dataset, p, steps=steps),
+        figure("Traversals", lambda p: grids.save_traverse_grid(model, dataset, p, steps=steps),
                "Each unit's scalar walked over its 2-98 % quantiles on 1000 images (range "
                "and the image's own value in the row label), the other scalars fixed. "
                "'regen.': the image from its own units with the same noise, so drift "
@@ -188,7 +189,7 @@ def write_report(
                "combinations seen in training and the decoder may follow the others; "
                "that is the model, not the plot.")  # fmt: skip
         if model.anchors is not None:
-            figure("Traversals over anchors", lambda p: viz.save_traverse_grid(
+            figure("Traversals over anchors", lambda p: grids.save_traverse_grid(
                 model, dataset, p, over="anchors", steps=steps))  # fmt: skip
         figure(
             "Unit histograms",
@@ -200,7 +201,7 @@ def write_report(
             note = "Each unit's features on two principal axes; crosses: the Gaussians' means."
             body = _img(anchor_plots[-1], "anchors") + f"<p class='note'>{note}</p>"
             sections.append(("Anchors at the last refit", body))
-        image = viz._rgb(dataset.images_at(np.array([0])))[0]
+        image = grids.as_rgb(dataset.images_at(np.array([0])))[0]
         if hasattr(model, "unet"):  # the diffusion model; the VAE baselines have none
             figure(
                 "Cross-attention maps",

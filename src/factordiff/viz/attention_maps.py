@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor
 
-from factordiff.viz import _save_figure, plt
+from factordiff.viz.figure import plt, save_figure
 
 
 @contextmanager
@@ -107,4 +107,4 @@ def save_attention_figure(
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle("cross-attention of pixels to each unit's token", fontsize=9)
-    return _save_figure(fig, out, dpi=90)
+    return save_figure(fig, out, dpi=90)
