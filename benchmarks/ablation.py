@@ -25,7 +25,7 @@ from factordiff import metrics
 from factordiff.config import load_config
 from factordiff.families import load_dataset
 from factordiff.pipeline import FactorDiffusion
-from factordiff.train import train
+from factordiff.training import train
 
 BASE = [
     "model.first_stage.kind=unshuffle",

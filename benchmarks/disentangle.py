@@ -107,7 +107,7 @@ def run_cell(method: str, dataset: str, seed: int, steps: int | None, scale: flo
     code = (
         "import json, resource, sys, time\n"
         "from factordiff.config import load_config\n"
-        "from factordiff.train import train\n"
+        "from factordiff.training import train\n"
         "start = time.perf_counter()\n"
         f"train(load_config({name!r}, {overrides!r}), {str(run)!r}, progress=False)\n"
         "seconds = time.perf_counter() - start\n"

@@ -145,7 +145,7 @@ def run_cell(variant: str, dataset: str, seed: int, args) -> dict:
     from factordiff import metrics
     from factordiff.families import load_dataset
     from factordiff.pipeline import FactorDiffusion
-    from factordiff.train import train
+    from factordiff.training import train
 
     run = args.runs / f"{dataset}-{variant}-seed{seed}"
     preset, overrides, cfg = cell_config(variant, dataset, seed, args.steps, args.refits)

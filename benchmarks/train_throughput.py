@@ -1,7 +1,7 @@
 """Training throughput per preset and variant, beside the loop a user would write, in one run.
 
 Each cell runs in its own process (so peak memory is the cell's own) and times full steps
-of the real loop (``factordiff.train.train``: data, first-stage encode, encoder + U-Net
+of the real loop (``factordiff.training.train``: data, first-stage encode, encoder + U-Net
 forward/backward, AdamW, EMA) after warm-up steps; the first stage is left untrained
 (same shapes, same cost). Beside them, on the same shapes and batch: diffusers'
 ``UNet2DConditionModel`` in a plain eager fp32 loop (random latents and tokens, AdamW),
@@ -120,7 +120,7 @@ def config_for(preset: str, steps: int, batch: int, extra: list[str]):
 
 def time_ours(preset: str, variant: str, steps: int, batch: int, device: str) -> dict:
     """Images/s of the real training loop, read from its own log after 2 warm-up steps."""
-    from factordiff.train import train
+    from factordiff.training import train
 
     cfg = config_for(preset, steps, batch, VARIANTS[variant])
     if device == "cpu":
@@ -223,7 +223,8 @@ def data_and_anchor_shares(preset: str, batch: int, step_s: float) -> dict:
     """Batch fetch + preparation time per step, and one DyGA refit against its interval."""
     from factordiff.families import load_dataset
     from factordiff.pipeline import FactorDiffusion
-    from factordiff.train import StepBatches, refit_anchors
+    from factordiff.training.batches import StepBatches
+    from factordiff.training.dyga import refit_anchors
 
     cfg = config_for(preset, 1, batch, [])
     dataset = load_dataset(cfg)
@@ -255,7 +256,7 @@ def profile_step(preset: str, variant: str, batch: int) -> list[dict]:
     from torch.profiler import ProfilerActivity, profile
 
     from factordiff.pipeline import FactorDiffusion
-    from factordiff.train import make_adamw
+    from factordiff.training.optim import make_adamw
 
     cfg = config_for(preset, 1, batch, VARIANTS[variant])
     model = FactorDiffusion(cfg).train()

@@ -11,7 +11,8 @@ import torch
 import factordiff as fd
 from factordiff.checkpoint import latest_checkpoint, load_tensors
 from factordiff.models.anchoring import Anchors, fit_anchors, fit_unit
-from factordiff.train import refit_due, train
+from factordiff.training import train
+from factordiff.training.dyga import refit_due
 from test_training import log, tiny, weights
 
 

@@ -23,7 +23,7 @@ from factordiff.models.baselines import (
     permute_dims,
     total_correlation,
 )
-from factordiff.train import train
+from factordiff.training import train
 
 VAE_PRESETS = [
     p for p in preset_names() if p.split("_")[0] in ("betavae", "betatcvae", "factorvae")

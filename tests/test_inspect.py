@@ -24,7 +24,7 @@ from factordiff.interchange import FactorClassifier, interchange_score
 from factordiff.metrics.downstream import downsampled_pixels, downstream
 from factordiff.models.unet import UNet
 from factordiff.pipeline import FactorDiffusion
-from factordiff.train import train
+from factordiff.training import train
 from factordiff.viz import save_swap_grid, save_traverse_grid, swap_grid, traverse_units
 from factordiff.viz.attention_maps import cross_attention_maps, recording_cross_attention
 from factordiff.viz.report import _interchange_section, format_setting, write_report

@@ -31,8 +31,8 @@ from factordiff.checkpoint import (
 from factordiff.models.autoencoder import FirstStage
 from factordiff.models.unet import UNet
 from factordiff.pipeline import FactorDiffusion
-from factordiff.run_guard import RunDirError, TrainingStoppedError
-from factordiff.train import train
+from factordiff.training import train
+from factordiff.training.run_guard import RunDirError, TrainingStoppedError
 from test_training import TINY, log, tiny
 
 STEPS = 80

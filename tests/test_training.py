@@ -17,7 +17,10 @@ from factordiff.checkpoint import CheckpointError, latest_checkpoint, load_tenso
 from factordiff.config import load_config
 from factordiff.errors import ConfigError
 from factordiff.pipeline import FactorDiffusion
-from factordiff.train import StepBatches, TrainClock, caching_pays, lr_multiplier, train
+from factordiff.training import train
+from factordiff.training.batches import StepBatches, caching_pays
+from factordiff.training.optim import lr_multiplier
+from factordiff.training.run_log import TrainClock
 
 TINY = [
     "model.first_stage.kind=unshuffle",
@@ -112,7 +115,9 @@ def test_first_stage_is_trained_once_and_resume_stays_bitwise(tmp_path: Path) ->
 def test_cached_latents_train_as_the_per_step_encode(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("factordiff.train.caching_pays", lambda n, to_see: True)  # 24 < 2592
+    monkeypatch.setattr(
+        "factordiff.training.loop.caching_pays", lambda n, to_see: True
+    )  # 24 < 2592
     ae = ["model.first_stage.kind=kl", "model.first_stage.channels=8",
           "model.first_stage.channel_mult=[1,2]", "model.first_stage.num_res_blocks=1",
           "model.first_stage.train_steps=2", "model.first_stage.embed_dim=2",
@@ -155,7 +160,7 @@ def test_cosine_schedule_warms_up_then_decays_to_zero() -> None:
 
 def test_train_clock_leaves_out_paused_time(monkeypatch) -> None:
     now = [100.0]
-    monkeypatch.setattr("factordiff.train.time.perf_counter", lambda: now[0])
+    monkeypatch.setattr("factordiff.training.run_log.time.perf_counter", lambda: now[0])
     clock = TrainClock(5.0)
     now[0] += 2.0
     with clock.paused():
@@ -344,7 +349,7 @@ def test_channels_last_trains_to_the_same_weights(tmp_path: Path) -> None:
 
 
 def test_on_device_data_gives_the_loader_batches(tmp_path: Path, monkeypatch) -> None:
-    import factordiff.train as train_module
+    import factordiff.training.loop as train_module
 
     train(tiny("train.max_steps=3"), tmp_path / "loader", progress=False)
 

@@ -160,3 +160,33 @@ def load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source:
             + ". Was it written with another config?"
         )
     module.load_state_dict(tensors)
+
+
+def optimizer_state_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """An optimizer's state as flat tensors (for safetensors) + JSON-able rest."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, state in sd["state"].items():
+        for name, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{name}"] = value
+            else:
+                scalars[f"{idx}.{name}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    for key, value in meta["scalars"].items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    # The kernel choice (fused / foreach) belongs to this machine, not to the checkpoint's.
+    kernels = ("fused", "foreach")
+    groups = [
+        {**saved, **{k: live[k] for k in kernels if k in live}}
+        for saved, live in zip(meta["param_groups"], opt.param_groups, strict=True)
+    ]
+    opt.load_state_dict({"state": state, "param_groups": groups})

@@ -212,7 +212,7 @@ def train(
     """
     from factordiff.config import load_config
     from factordiff.shipped import refuse_package_write
-    from factordiff.train import train as run_training
+    from factordiff.training import train as run_training
 
     refuse_package_write(out, "a training run")
     ckpt = run_training(load_config(config, overrides or []), out)

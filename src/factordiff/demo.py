@@ -41,7 +41,7 @@ def run_demo(
     from factordiff import metrics
     from factordiff.metrics.evaluate import results_to_json
     from factordiff.pipeline import FactorDiffusion
-    from factordiff.train import train
+    from factordiff.training import train
     from factordiff.viz import save_reconstruction_grid, save_swap_grid
     from factordiff.viz.report import load_json, write_report
 

@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
+import torch
+from accelerate import Accelerator
+
 from factordiff.errors import FactordiffError
 
 LOCK_FILE = ".lock"
@@ -168,3 +171,11 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
     would make PyTorch abort the step before the checkpoint is written."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def stop_requested(stop: StopRequest, acc: Accelerator) -> bool:
+    """Whether any process was asked to stop (the processes must stop together)."""
+    if acc.num_processes == 1:
+        return stop.requested
+    flag = torch.tensor(float(stop.requested), device=acc.device)
+    return bool(acc.reduce(flag, "sum").item() > 0)

@@ -1,0 +1,120 @@
+"""What a diffusion-phase checkpoint holds and restores: weights, EMA, optimiser, learning
+rate schedule, the step reached, and the counters that make a resumed run continue as an
+unbroken one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from diffusers.training_utils import EMAModel
+from torch import nn
+
+from factordiff.checkpoint import (
+    load_into,
+    load_state,
+    load_tensors,
+    optimizer_state_tensors,
+    restore_optimizer,
+    save_checkpoint,
+)
+from factordiff.config import Config
+from factordiff.pipeline import ImageModel
+from factordiff.training.batches import StepBatches
+from factordiff.training.dyga import refit_due, refit_scheduled
+from factordiff.training.optim import lr_multiplier, make_adamw
+from factordiff.training.run_log import TrainClock
+
+
+@dataclass
+class TrainState:
+    model: ImageModel
+    params: list[nn.Parameter]  # what the optimiser trains (and the gradient clip sees)
+    optimizer: torch.optim.Optimizer  # unwrapped: accelerate's wrapper keeps its state here
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    ema: EMAModel
+    data: StepBatches
+    clock: TrainClock = field(default_factory=TrainClock)
+    step: int = 0
+    bad_steps: int = 0  # non-finite steps skipped so far
+    refit_pending: bool = False  # a DyGA refit scheduled at the step a resumed run stopped at
+
+    @classmethod
+    def fresh(cls, cfg: Config, model: ImageModel, n_images: int) -> TrainState:
+        t = cfg.train
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = make_adamw(params, t.base_lr * (t.batch_size if t.scale_lr else 1),
+                               t.weight_decay)  # fmt: skip
+        return cls(
+            model=model,
+            params=params,
+            optimizer=optimizer,
+            scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, t)),
+            ema=EMAModel(model.ema_module.parameters(), decay=t.ema_decay),
+            data=StepBatches(n_images, t.batch_size, t.seed),
+        )
+
+    def resume(self, ckpt: Path, cfg: Config, acc: Accelerator) -> None:
+        """Weights, EMA, optimiser, schedule and counters from ``ckpt``; the data follows
+        from the step."""
+        state = load_state(ckpt)
+        load_into(self.model, load_tensors(ckpt, "model"), str(ckpt / "model.safetensors"))
+        ema_tensors = load_tensors(ckpt, "ema")
+        names = [n for n, _ in self.model.ema_module.named_parameters()]
+        self.ema.shadow_params = [ema_tensors[n].to(acc.device) for n in names]
+        self.ema.optimization_step = state["ema_step"]
+        restore_optimizer(self.optimizer, load_tensors(ckpt, "optimizer"), state["optimizer"])
+        self.model.load_anchors(ckpt)
+        self.scheduler.load_state_dict(state["lr_scheduler"])
+        self.step = state["step"]
+        self.bad_steps = state.get("bad_steps", 0)
+        self.refit_pending = state.get("refit_pending", False)
+        self.clock = TrainClock(state.get("train_s", 0.0))
+        if acc.is_main_process:
+            print(f"resuming {ckpt.parent.parent} from {ckpt.name} (step {self.step})")
+            _note_chunking(state, acc.num_processes, cfg.train.grad_accum)
+
+    def save(self, run_dir: Path, cfg: Config, acc: Accelerator) -> None:
+        """A checkpoint of the step reached (rank 0 writes; every rank waits for it)."""
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            t, model, step = cfg.train, self.model, self.step
+            ema_names = [n for n, _ in model.ema_module.named_parameters()]
+            opt_tensors, opt_meta = optimizer_state_tensors(self.optimizer)
+            ema = dict(zip(ema_names, self.ema.shadow_params, strict=True))
+            tensors = {"model": model.state_dict(), "optimizer": opt_tensors, "ema": ema}
+            if model.anchors is not None:
+                tensors["anchors"] = model.anchors.state_tensors()
+            save_checkpoint(
+                run_dir, step,
+                tensors,
+                {"step": step, "images_seen": step * t.batch_size, **self.data.position(step),
+                 "seed": t.seed, "rng": "per (seed, step, chunk); see factordiff.training",
+                 "ema_step": self.ema.optimization_step, "optimizer": opt_meta,
+                 "lr_scheduler": self.scheduler.state_dict(), "processes": acc.num_processes,
+                 "grad_accum": t.grad_accum,
+                 "bad_steps": self.bad_steps, "train_s": self.clock.seconds(),
+                 "refit_pending": refit_scheduled(cfg, step, self.data.per_epoch)
+                 and not refit_due(cfg, step, self.data.per_epoch)},
+                keep=t.keep_checkpoints,
+            )  # fmt: skip
+        acc.wait_for_everyone()
+
+
+def _note_chunking(state: dict, world: int, grad_accum: int) -> None:
+    """Say when the checkpoint cut its global batch into other chunks than this run will:
+    the same batch, other noise draws than an unbroken run."""
+    saved = state.get("processes", world) * state.get("grad_accum", grad_accum)
+    if saved == world * grad_accum:
+        return
+    exact = (
+        f" Set train.grad_accum={saved // world} to continue it exactly." if saved % world == 0
+        else ""
+    )  # fmt: skip
+    print(
+        f"note: the checkpoint was trained as {saved} chunks per step (processes x "
+        f"grad_accum), this run uses {world} x {grad_accum}: the global batch is the same, "
+        f"the noise draws differ from an unbroken run.{exact}"
+    )
