@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -62,7 +64,7 @@ def test_per_unit_mlp_equals_separate_mlps() -> None:
 
 
 def test_units_depend_only_on_their_own_scalar() -> None:
-    enc = UnitEncoder("encdiff", image_size=32, n_units=4, unit_dim=8, channels=16)
+    enc = UnitEncoder(kind="encdiff", image_size=32, n_units=4, unit_dim=8, channels=16)
     scalars = torch.randn(5, 4)
     changed = scalars.clone()
     changed[:, 2] += 1.0
@@ -72,7 +74,7 @@ def test_units_depend_only_on_their_own_scalar() -> None:
 
 
 def test_dyga_encoder_ends_with_relu_and_vector_units() -> None:
-    enc = UnitEncoder("dyga", image_size=64, n_units=20, unit_dim=32, channels=16,
+    enc = UnitEncoder(kind="dyga", image_size=64, n_units=20, unit_dim=32, channels=16,
                       mlp_hidden=[256, 512], fc_hidden=[64, 32]).eval()  # fmt: skip
     _, tokens = enc(torch.rand(2, 3, 64, 64))
     assert tokens.shape == (2, 20, 32) and tokens.min() >= 0
@@ -91,7 +93,9 @@ def test_fsq_gives_exactly_levels_symmetric_values_and_passes_gradients(levels: 
 
 
 def test_fsq_encoder_feeds_quantised_scalars_to_the_units() -> None:
-    enc = UnitEncoder("encdiff", image_size=32, n_units=4, unit_dim=8, channels=16, fsq_levels=5)
+    enc = UnitEncoder(
+        kind="encdiff", image_size=32, n_units=4, unit_dim=8, channels=16, fsq_levels=5
+    )
     scalars, tokens = enc.eval()(torch.rand(6, 3, 32, 32))
     assert torch.allclose(scalars * 2, torch.round(scalars * 2))  # 5 levels: -1, -.5, .., 1
     assert torch.allclose(tokens, enc.to_tokens(scalars))
@@ -126,7 +130,7 @@ def test_skip_dropout_only_at_chosen_resolutions() -> None:
                 attention_resolutions=[2], num_heads=2, skip_dropout=0.5,
                 skip_dropout_resolutions=[2]).train()  # fmt: skip
     seen = []
-    unet.skip_dropout.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[-1]))
+    unet.skip_drop.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[-1]))
     unet(torch.randn(2, 3, 8, 8), torch.tensor([1, 2]), torch.randn(2, 3, 4))
     assert unet.skip_factors == [1, 1, 2, 2]
     assert seen == [4, 4]  # only the two skips at downsampling factor 2 (4x4) were dropped
@@ -135,7 +139,7 @@ def test_skip_dropout_only_at_chosen_resolutions() -> None:
 @pytest.mark.parametrize("kind", ["vq", "kl"])
 def test_first_stage_scale_makes_unit_std(kind: str) -> None:
     torch.manual_seed(0)
-    fs = FirstStage(kind, channels=8, channel_mult=[1, 2], num_res_blocks=1, n_embed=16)
+    fs = FirstStage(kind=kind, channels=8, channel_mult=[1, 2], num_res_blocks=1, n_embed=16)
     x = torch.rand(8, 3, 16, 16) * 2 - 1
     fs.calibrate_scale(x)
     assert fs.encode(x).std().item() == pytest.approx(1.0, rel=1e-4)
@@ -148,7 +152,7 @@ def test_first_stage_scale_makes_unit_std(kind: str) -> None:
 
 
 def test_unshuffle_first_stage_is_lossless() -> None:
-    fs = FirstStage("unshuffle", patch_size=4)
+    fs = FirstStage(kind="unshuffle", patch_size=4)
     x = torch.rand(2, 3, 32, 32)
     z = fs.encode(x)
     assert z.shape == (2, 48, 8, 8)
@@ -159,7 +163,8 @@ def test_unshuffle_first_stage_is_lossless() -> None:
 
 def _random_unet() -> UNet:
     torch.manual_seed(0)
-    unet = UNet(3, 16, 32, (1, 2), 1, (1, 2), 4)
+    unet = UNet(in_channels=3, context_dim=16, model_channels=32, channel_mult=(1, 2),
+                num_res_blocks=1, attention_resolutions=(1, 2), num_heads=4)  # fmt: skip
     nn.init.normal_(unet.out[-1].weight)  # the zero-initialised output would hide any difference
     return unet
 
@@ -193,3 +198,45 @@ def test_unet_attention_core_runs_in_fp32_under_cpu_bf16_autocast(monkeypatch) -
         ours = unet(x, t, context).float()
     assert seen and set(seen) == {torch.float32}
     assert (ours - exact).abs().max() < 0.1 * exact.abs().max()
+
+
+def test_every_network_option_of_the_config_reaches_its_network() -> None:
+    """Built by keyword from their sections: a field the network does not take would be
+    silently dropped, so each section's fields are all the network's, except training
+    options."""
+    from factordiff.config import EncoderConfig, FirstStageConfig, UNetConfig
+
+    assert UNet.section_options(UNetConfig()) == {f for f in vars(UNetConfig())}
+    assert UnitEncoder.section_options(EncoderConfig()) == {f for f in vars(EncoderConfig())}
+    first = {f for f in vars(FirstStageConfig())} - {"train_steps", "lr"}
+    assert FirstStage.section_options(FirstStageConfig()) == first
+
+
+def test_network_is_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        UNet(3, 16)  # a reordered signature cannot swap values silently
+
+
+def test_a_network_saves_and_loads_with_its_own_config(tmp_path: Path) -> None:
+    """Like a diffusers model: one network without the run's whole Config."""
+    cfg = load_config("quickstart")
+    unet = _random_unet()
+    unet.save_pretrained(tmp_path / "unet")
+    back = UNet.from_pretrained(tmp_path / "unet")
+    assert back.config["num_heads"] == 4 and back.config["channel_mult"] == [1, 2]
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(unet.state_dict().values(), back.state_dict().values(), strict=True)
+    )
+    enc = UnitEncoder.from_section(cfg.model.encoder, image_size=32)
+    assert enc.config["n_units"] == cfg.model.encoder.n_units
+
+
+def test_no_submodule_is_shadowed_by_a_config_key() -> None:
+    """diffusers' ModelMixin answers a config key before a submodule of the same name."""
+    model = FactorDiffusion(load_config("quickstart"))
+    for net in (model.first_stage, model.encoder, model.unet):
+        names = {n for n, _ in net.named_children()}
+        names |= {n for n, _ in net.named_parameters(recurse=False)}
+        names |= {n for n, _ in net.named_buffers(recurse=False)}
+        assert not names & set(net.config), type(net).__name__

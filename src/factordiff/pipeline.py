@@ -236,31 +236,14 @@ class FactorDiffusion(ImageModel):
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         m = config.model
-        fs = m.first_stage
-        self.first_stage = FirstStage(
-            fs.kind,
-            3,
-            fs.embed_dim,
-            fs.n_embed,
-            fs.channels,
-            fs.channel_mult,
-            fs.num_res_blocks,
-            fs.patch_size,
-            fs.scale_pixels,
-            fs.loss,
-        )
+        self.first_stage = FirstStage.from_section(m.first_stage, in_channels=3)
         self.first_stage.requires_grad_(False)
-        e = m.encoder
-        self.encoder = UnitEncoder(
-            e.kind, self.image_size, 3, e.n_units, e.unit_dim, e.channels, e.mlp_hidden,
-            e.fc_hidden, e.fsq_levels, e.conv_widths,
-        )  # fmt: skip
-        u = m.unet
-        self.unet = UNet(
-            self.first_stage.latent_channels, e.unit_dim, u.model_channels, u.channel_mult,
-            u.num_res_blocks, u.attention_resolutions, u.num_heads, u.dropout, u.skip_dropout,
-            u.skip_dropout_resolutions or None,
-        )  # fmt: skip
+        self.encoder = UnitEncoder.from_section(
+            m.encoder, image_size=self.image_size, in_channels=3
+        )
+        self.unet = UNet.from_section(
+            m.unet, in_channels=self.first_stage.latent_channels, context_dim=m.encoder.unit_dim
+        )
         side = self.image_size // self.first_stage.downsample
         self.latent_shape = (self.first_stage.latent_channels, side, side)
         self.noise_scheduler = train_scheduler(config.diffusion)
@@ -300,15 +283,7 @@ class FactorDiffusion(ImageModel):
 
     def set_anchors(self, units: list | None) -> None:
         """Install fitted ``UnitMixture``s (one per unit) with the config's alignment options."""
-        a = self.config.anchoring
-        self.anchors = (
-            None
-            if units is None
-            else Anchors(
-                units, strength=a.strength, mode=a.mode, tau=a.tau, fixed_lam=a.fixed_lam,
-                lam_rule=a.lam_rule,
-            )
-        )  # fmt: skip
+        self.anchors = None if units is None else Anchors.from_section(units, self.config.anchoring)
 
     # -- inference ------------------------------------------------------------------
     @torch.no_grad()

@@ -37,6 +37,7 @@ and the share of exactly-zero token entries -- for ``pop_stats`` to log.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 
@@ -278,6 +279,13 @@ class Anchors:
                 t[f"unit{u}.{name}"] = getattr(p, name)
             t[f"unit{u}.low"], t[f"unit{u}.span"] = mix.low, mix.span
         return t
+
+    @classmethod
+    def from_section(cls, units: list[UnitMixture], section: Any) -> Anchors:
+        """Fitted mixtures with the alignment options of the ``anchoring`` config section:
+        strength (lam0), mode, tau, fixed lam, lam rule."""
+        return cls(units, strength=section.strength, mode=section.mode, tau=section.tau,
+                   fixed_lam=section.fixed_lam, lam_rule=section.lam_rule)  # fmt: skip
 
     @classmethod
     def from_state_tensors(cls, t: dict[str, torch.Tensor], **options) -> Anchors:

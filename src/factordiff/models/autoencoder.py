@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import torch
 from diffusers import AutoencoderKL, VQModel
-from torch import nn
+from diffusers.configuration_utils import register_to_config
 from torch.nn import functional as F
+
+from factordiff.models.network import Network
 
 KINDS = ("vq", "kl", "unshuffle", "none")
 
 
-class FirstStage(nn.Module):
+class FirstStage(Network):
+    @register_to_config
     def __init__(
         self,
+        *,
         kind: str = "vq",
         in_channels: int = 3,
         embed_dim: int = 3,

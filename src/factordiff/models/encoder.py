@@ -26,8 +26,11 @@ from __future__ import annotations
 import math
 
 import torch
+from diffusers.configuration_utils import register_to_config
 from torch import nn
 from torch.nn import functional as F
+
+from factordiff.models.network import Network
 
 
 class ResidualBlock(nn.Module):
@@ -103,15 +106,17 @@ def _conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int, padding: int)
     ]
 
 
-class UnitEncoder(nn.Module):
+class UnitEncoder(Network):
     """Image in [-1, 1] (B, 3, H, W) -> (scalars (B, N), tokens (B, N, D)).
 
     With ``fsq_levels`` > 0 the scalars are quantised by :func:`fsq` before the per-unit
     MLPs, so the tokens and the representation carry the quantised values.
     """
 
+    @register_to_config
     def __init__(
         self,
+        *,
         kind: str = "encdiff",
         image_size: int = 64,
         in_channels: int = 3,

@@ -18,12 +18,15 @@ from __future__ import annotations
 import math
 
 import torch
+from diffusers.configuration_utils import register_to_config
 from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from torch import nn
 from torch.nn import functional as F
+
+from factordiff.models.network import Network
 
 
 def _groups(channels: int) -> int:
@@ -130,11 +133,13 @@ def _resample(c: int, temb: int, dropout: float, *, down: bool) -> ResnetBlock2D
     )  # fmt: skip
 
 
-class UNet(nn.Module):
+class UNet(Network):
     """epsilon(x_t, t, tokens): (B, C, H, W), (B,), (B, N, D) -> (B, C, H, W)."""
 
+    @register_to_config
     def __init__(
         self,
+        *,
         in_channels: int = 3,
         context_dim: int = 16,
         model_channels: int = 64,
@@ -144,6 +149,7 @@ class UNet(nn.Module):
         num_heads: int = 8,
         dropout: float = 0.0,
         skip_dropout: float = 0.0,
+        # downsampling factors whose skips Skip Dropout drops; empty or None: every skip
         skip_dropout_resolutions: tuple[int, ...] | list[int] | None = None,
     ) -> None:
         super().__init__()
@@ -156,7 +162,7 @@ class UNet(nn.Module):
         self.time_proj = Timesteps(mc, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embed = TimestepEmbedding(mc, temb)
         self.conv_in = nn.Conv2d(in_channels, mc, 3, padding=1)
-        self.skip_dropout = SkipDropout(skip_dropout)
+        self.skip_drop = SkipDropout(skip_dropout)  # not `skip_dropout`: that is a config key
         self.levels = len(channel_mult)
 
         self.down = nn.ModuleList()
@@ -197,7 +203,7 @@ class UNet(nn.Module):
         )
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
-        self.drop_at = None if skip_dropout_resolutions is None else set(skip_dropout_resolutions)
+        self.drop_at = set(skip_dropout_resolutions) if skip_dropout_resolutions else None
         for module in self.modules():
             if isinstance(module, Attention):
                 plain = (
@@ -210,7 +216,7 @@ class UNet(nn.Module):
 
     def _drop(self, skip: torch.Tensor, factor: int) -> torch.Tensor:
         if self.drop_at is None or factor in self.drop_at:
-            return self.skip_dropout(skip)
+            return self.skip_drop(skip)
         return skip
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
