@@ -8,6 +8,7 @@ of class indices (one row per point; disentanglement_lib stores the transpose).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -167,17 +168,26 @@ def sample_codes(
     return represent_factors(represent, dataset, factors), factors
 
 
+@runtime_checkable
+class FactorLookup(Protocol):
+    """A representation that also answers by factors, without the images: the metrics ask
+    it instead of rendering and encoding (``code_cache.CodeCache``)."""
+
+    dataset: FactorDataset
+
+    def codes(self, factors: np.ndarray) -> np.ndarray: ...
+
+
 def represent_factors(
     represent: Represent, dataset: FactorDataset, factors: np.ndarray, chunk: int = 1024
 ) -> np.ndarray:
     """Codes (n, n_codes) of the images at ``factors``, computed ``chunk`` images at a time.
 
-    When ``represent`` is a :class:`~factordiff.metrics.code_cache.CodeCache` built for
-    ``dataset``, the codes are looked up there (each distinct image represented once).
+    When ``represent`` looks codes up by factors for ``dataset`` (a ``FactorLookup``, such
+    as :class:`~factordiff.metrics.code_cache.CodeCache`), the codes come from there (each
+    distinct image represented once).
     """
-    from factordiff.metrics.code_cache import CodeCache
-
-    if isinstance(represent, CodeCache) and represent.dataset is dataset:
+    if isinstance(represent, FactorLookup) and represent.dataset is dataset:
         return represent.codes(factors)
     out = []
     for start in range(0, len(factors), chunk):
