@@ -40,3 +40,12 @@ def test_model_modules_do_not_import_each_other_to_dispatch() -> None:
     code = "import sys, factordiff.pipeline; print('factordiff.baseline_pipeline' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_cli_loads_the_training_loop_only_for_train() -> None:
+    code = (
+        "import sys, factordiff.cli; "
+        "print(any(m.startswith('factordiff.training') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
