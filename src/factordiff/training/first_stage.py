@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import torch
@@ -23,7 +22,7 @@ from factordiff.config import Config
 from factordiff.pipeline import ImageModel
 from factordiff.training.batches import StepBatches, chunk_seed
 from factordiff.training.run_dir import first_stage_checkpoint_dir
-from factordiff.training.run_guard import StopRequest, TrainingStoppedError, stop_requested
+from factordiff.training.run_guard import StopRequest, stop_requested
 from factordiff.training.run_log import RunLogger, TrainClock
 
 
@@ -109,12 +108,10 @@ def train_first_stage(
         if stop_requested(stop, acc):
             bar.close()
             saved = save(done)
-            signum = stop.signum or signal.SIGTERM
-            raise TrainingStoppedError(
-                f"stopped by {signal.Signals(signum).name} in the first-stage phase at step "
-                f"{done} of {steps}; its checkpoint is {saved}. Resume with the same command "
-                f"(factordiff train ... --out {run_dir}): the phase resumes at step {done}.",
-                exit_code=128 + signum,
+            raise stop.stopped(
+                f"in the first-stage phase at step {done} of {steps}; its checkpoint is "
+                f"{saved}. Resume with the same command (factordiff train ... --out "
+                f"{run_dir}): the phase resumes at step {done}."
             )
         if done % cfg.train.checkpoint_every == 0 and done < steps:
             save(done)  # at the last step the step-0 checkpoint follows at once

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import signal
 import time
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
@@ -188,12 +187,10 @@ def _train_claimed(
             if due and not bad_streak:
                 run.save(run_dir, cfg, acc)  # never in a non-finite streak: keep the last good
             if stopping:  # before any evaluation: a pre-empted job has seconds, not minutes
-                signum = stop.signum or signal.SIGTERM
-                raise TrainingStoppedError(
-                    f"stopped by {signal.Signals(signum).name} at step {step}; the newest good "
-                    f"checkpoint is {latest_checkpoint(run_dir)}. Resume with the same command "
-                    f"(factordiff train ... --out {run_dir}).",
-                    exit_code=128 + signum,
+                raise stop.stopped(
+                    f"at step {step}; the newest good checkpoint is "
+                    f"{latest_checkpoint(run_dir)}. Resume with the same command "
+                    f"(factordiff train ... --out {run_dir})."
                 )
             if t.eval_every and (step % t.eval_every == 0 or step == t.max_steps):
                 trained_s = run.clock.seconds()  # the scores are of the weights at this time

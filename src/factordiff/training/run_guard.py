@@ -110,6 +110,14 @@ class StopRequest:
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
 
+    def stopped(self, where: str) -> TrainingStoppedError:
+        """The error that ends a stopped run: the signal's name, ``where`` it stopped (step,
+        checkpoint, how to resume) and the exit status schedulers expect (128 + signal)."""
+        signum = self.signum or signal.SIGTERM
+        return TrainingStoppedError(
+            f"stopped by {signal.Signals(signum).name} {where}", exit_code=128 + signum
+        )
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signum == signal.SIGINT and signum == signal.SIGINT:
             raise KeyboardInterrupt
