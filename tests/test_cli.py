@@ -160,3 +160,14 @@ def test_provenance_survives_save_and_load(tmp_path: Path) -> None:
     assert again.provenance["step"] == 3500 and again.provenance["saved_with"] == fd.__version__
     assert "shipped" not in again.provenance
     assert again.provenance["config_sha256"] == model.provenance["config_sha256"]
+
+
+def test_config_diff_prints_the_differing_settings() -> None:
+    result = runner.invoke(app, ["config", "diff", "quickstart", "quickstart_dyga"])
+    assert result.exit_code == 0, result.output
+    assert "4 settings differ" in result.output
+    for key in ("anchoring.enabled", "anchoring.every_steps", "model.unet.skip_dropout"):
+        assert key in result.output
+    assert "train.max_steps" not in result.output
+    same = runner.invoke(app, ["config", "diff", "quickstart", "quickstart"])
+    assert "resolve to the same config" in same.output

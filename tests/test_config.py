@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from factordiff.config import Config, load_config, preset_names, save_config
+from factordiff.config import Config, config_diff, load_config, preset_names, save_config
 from factordiff.errors import ConfigError
 
 PUBLISHED_PRESETS = ["dsprites", "shapes3d", "mpi3d_toy", "cars3d", "celeba"]
@@ -116,3 +116,62 @@ def test_caching_latents_needs_the_diffusion_model() -> None:
 def test_string_options_keep_yaml_words_as_strings() -> None:
     cfg = load_config("quickstart", ["train.mixed_precision=no", "data.root=1"])
     assert cfg.train.mixed_precision == "no" and cfg.data.root == "1"
+
+
+#: Presets meant as "recipe X plus DyGA + Skip Dropout": they must differ from X in nothing else.
+PLUS_DYGA = {"quickstart_dyga": "quickstart"}
+DYGA_KEYS = ("anchoring.", "model.unet.skip_dropout")
+
+
+@pytest.mark.parametrize(("variant", "recipe"), PLUS_DYGA.items())
+def test_dyga_variants_differ_from_their_recipe_only_in_anchoring_and_skip_dropout(
+    variant: str, recipe: str
+) -> None:
+    differ = config_diff(load_config(recipe), load_config(variant))
+    assert differ, "the variant must turn something on"
+    assert [k for k in differ if not k.startswith(DYGA_KEYS)] == []
+    assert differ["anchoring.enabled"] == (False, True)
+    assert differ["model.unet.skip_dropout"] == (0.0, 0.2)
+
+
+def test_a_preset_built_on_a_base_follows_it(tmp_path) -> None:
+    """A change to the recipe reaches the variant: ``base:`` composes, it does not copy."""
+    (tmp_path / "recipe.yaml").write_text("data: {name: quickstart}\ntrain: {max_steps: 70}\n")
+    (tmp_path / "variant.yaml").write_text(
+        "base: recipe.yaml\nanchoring: {enabled: true}\ntrain: {seed: 3}\n"
+    )
+    cfg = load_config(tmp_path / "variant.yaml")
+    assert (cfg.train.max_steps, cfg.train.seed, cfg.anchoring.enabled) == (70, 3, True)
+    assert cfg.data.name == "quickstart"
+    (tmp_path / "recipe.yaml").write_text("data: {name: quickstart}\ntrain: {max_steps: 90}\n")
+    assert load_config(tmp_path / "variant.yaml").train.max_steps == 90
+    named = tmp_path / "named.yaml"
+    named.write_text("base: quickstart\ntrain: {max_steps: 5}\n")
+    assert (
+        load_config(named).model.encoder.n_units == load_config("quickstart").model.encoder.n_units
+    )
+
+
+def test_bad_bases_name_the_file(tmp_path) -> None:
+    loop_a, loop_b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    loop_a.write_text("base: b.yaml\n")
+    loop_b.write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"in a circle \(a.yaml -> b.yaml -> a.yaml\)"):
+        load_config(loop_a)
+    missing = tmp_path / "m.yaml"
+    missing.write_text("base: quickstrat\n")
+    with pytest.raises(ConfigError, match=r"m.yaml: base: unknown preset 'quickstrat'.*quickstart"):
+        load_config(missing)
+    typo = tmp_path / "t.yaml"
+    typo.write_text("base: quickstart\ntrain: {max_stepz: 1}\n")
+    with pytest.raises(ConfigError, match=r"t.yaml: unknown config key 'train.max_stepz'"):
+        load_config(typo)
+
+
+def test_config_diff_lists_changed_settings_and_reads_run_folders(tmp_path) -> None:
+    a = load_config("quickstart")
+    b = load_config("quickstart", ["train.seed=7", "model.encoder.n_units=4"])
+    assert config_diff(a, b) == {"model.encoder.n_units": (8, 4), "train.seed": (42, 7)}
+    assert config_diff(a, a) == {}
+    save_config(b, tmp_path / "config.yaml")  # a run folder holds its resolved config
+    assert config_diff(load_config(tmp_path), b) == {}

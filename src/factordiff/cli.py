@@ -137,6 +137,26 @@ def config_show(
     console.print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="", markup=False)
 
 
+@config_app.command("diff")
+def config_diff_command(
+    a: str = typer.Argument(..., help="Preset name, YAML file or run folder."),
+    b: str = typer.Argument(..., help="Preset name, YAML file or run folder."),
+) -> None:
+    """The settings whose resolved values differ between two presets, YAML files or runs."""
+    from rich.table import Table
+
+    from factordiff.config import config_diff, load_config
+
+    differ = config_diff(load_config(a), load_config(b))
+    if not differ:
+        console.print(f"{a} and {b} resolve to the same config", markup=False)
+        return
+    table = Table("setting", a, b, title=f"{len(differ)} settings differ")
+    for key, (value_a, value_b) in differ.items():
+        table.add_row(key, repr(value_a), repr(value_b))
+    console.print(table)
+
+
 @app.command("metrics")
 def metrics_command(
     codes_file: Path = typer.Argument(

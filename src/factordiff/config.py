@@ -255,8 +255,10 @@ def preset_names() -> list[str]:
 
 
 def resolve_preset(name_or_path: str | Path) -> Path:
-    """A YAML path as given, or the bundled preset of that name."""
+    """A YAML path as given, a run folder's ``config.yaml``, or the bundled preset of that name."""
     path = Path(name_or_path)
+    if path.is_dir() and (path / "config.yaml").is_file():
+        return path / "config.yaml"
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
@@ -271,7 +273,7 @@ def resolve_preset(name_or_path: str | Path) -> Path:
     return preset
 
 
-def _read_yaml(path: Path) -> dict:
+def _parse_yaml(path: Path) -> dict:
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -286,8 +288,44 @@ def _read_yaml(path: Path) -> dict:
             f"{path}: expected a mapping of config sections (data:, model:, ...), "
             f"got a {type(tree).__name__}"
         )
-    _check_keys(tree, str(path))
     return tree
+
+
+def _merge_trees(base: dict, child: dict) -> dict:
+    """``child`` over ``base``, section by section; a list or value in ``child`` replaces."""
+    out = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge_trees(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_preset(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A preset with its ``base:`` chain merged in (base first, then what this file changes).
+
+    ``base`` names a bundled preset or a YAML path relative to this file; composing instead
+    of copying keeps a variant (``quickstart_dyga``) equal to its recipe in everything it does
+    not name, so changing the recipe changes the variant too.
+    """
+    if path.resolve() in chain:
+        cycle = " -> ".join(p.name for p in (*chain, path.resolve()))
+        raise ConfigError(f"{path}: presets name each other as base in a circle ({cycle})")
+    own = _parse_yaml(path)
+    base_name = own.pop("base", None)
+    _check_keys(own, str(path))
+    if base_name is None:
+        return own
+    if not isinstance(base_name, str):
+        raise ConfigError(f"{path}: 'base' must name a preset or a YAML file; got {base_name!r}")
+    relative = path.parent / base_name
+    base_path = relative if relative.suffix in (".yaml", ".yml") else None
+    try:
+        base_path = resolve_preset(base_path or base_name)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: base: {exc}") from None
+    return _merge_trees(_read_preset(base_path, (*chain, path.resolve())), own)
 
 
 def _parse_overrides(overrides: list[str]) -> dict:
@@ -324,7 +362,7 @@ def load_config(preset: str | Path | None = None, overrides: list[str] | None = 
     sources = ["defaults"]
     if preset is not None:
         path = resolve_preset(preset)
-        layers.append(OmegaConf.create(_read_yaml(path)))
+        layers.append(OmegaConf.create(_read_preset(path)))
         sources.append(str(path))
     if overrides:
         layers.append(OmegaConf.create(_parse_overrides(overrides)))
@@ -433,6 +471,17 @@ def validate(cfg: Config) -> None:
         get_spec(cfg.data.name)
     except Exception as exc:
         raise ConfigError(f"data.name: {exc}") from None
+
+
+def flat_settings(cfg: Config) -> dict[str, Any]:
+    """Every leaf setting by its dotted key (``train.max_steps``: 3500)."""
+    return {key: _get(cfg, key) for key, sub in _valid_keys().items() if sub is None}
+
+
+def config_diff(a: Config, b: Config) -> dict[str, tuple[Any, Any]]:
+    """The dotted keys whose resolved values differ, with (value in a, value in b)."""
+    flat_a, flat_b = flat_settings(a), flat_settings(b)
+    return {key: (flat_a[key], flat_b[key]) for key in flat_a if flat_a[key] != flat_b[key]}
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
