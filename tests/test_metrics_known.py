@@ -130,6 +130,7 @@ def test_factor_vae_identity_is_perfect(quickstart_identity) -> None:
     ds, represent = quickstart_identity
     out = factor_vae(represent, ds, num_train=200, num_eval=100, num_variance_estimate=1000)
     assert out["eval_accuracy"] == 1.0 and out["num_active_dims"] == 5
+    assert out["eval_accuracy_per_factor"] == [1.0] * 5
     mixed = factor_vae(
         lambda x: _rotated(represent(x), 3),
         ds,
@@ -138,6 +139,23 @@ def test_factor_vae_identity_is_perfect(quickstart_identity) -> None:
         num_variance_estimate=1000,
     )
     assert mixed["eval_accuracy"] < 0.9
+
+
+def test_factor_vae_per_factor_accuracy_shows_the_factor_without_a_unit(
+    quickstart_identity,
+) -> None:
+    """Two factors folded into one code: fixing either leaves that code the least varying,
+    so both vote for it and the classifier can name only one; the other scores 0."""
+    ds, represent = quickstart_identity
+
+    def merged(x: np.ndarray) -> np.ndarray:
+        codes = represent(x)
+        return np.concatenate([codes[:, :1] * 10 + codes[:, 1:2], codes[:, 2:]], axis=1)
+
+    out = factor_vae(merged, ds, num_train=300, num_eval=200, num_variance_estimate=1000)
+    per_factor = out["eval_accuracy_per_factor"]
+    assert per_factor[2:] == [1.0, 1.0, 1.0]
+    assert sorted(per_factor[:2]) == [0.0, 1.0]
 
 
 def test_factor_vae_reproducible_and_quirk_option(quickstart_identity) -> None:

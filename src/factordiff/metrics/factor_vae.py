@@ -76,10 +76,11 @@ def factor_vae(
 ) -> dict:
     """FactorVAE score of ``represent`` (uint8 images -> codes (B, n_codes)) on ``dataset``.
 
-    Returns ``train_accuracy``, ``eval_accuracy`` (the score), ``num_active_dims`` and
-    the settings used. ``random_state`` overrides ``seed`` (to chain with other draws).
-    ``sampler`` replaces ``represent``/``dataset`` as the source of batches (saved codes:
-    :mod:`factordiff.metrics.sampling`).
+    Returns ``train_accuracy``, ``eval_accuracy`` (the score), ``eval_accuracy_per_factor``
+    (per factor, the share of its eval votes classified right: which factor a score misses),
+    ``num_active_dims`` and the settings used. ``random_state`` overrides ``seed`` (to chain
+    with other draws). ``sampler`` replaces ``represent``/``dataset`` as the source of
+    batches (saved codes: :mod:`factordiff.metrics.sampling`).
     """
     if batch_size < 2:
         raise MetricInputError("batch_size must be >= 2 (a variance needs two points)")
@@ -108,9 +109,13 @@ def factor_vae(
     train_acc = train_votes[classifier, columns].sum() / train_votes.sum()
     eval_votes = _votes(sampler, num_eval, rs, *args)
     eval_acc = eval_votes[classifier, columns].sum() / eval_votes.sum()
+    # per factor k: the share of k's eval votes the classifier labels k (where a score stops)
+    right = np.array([eval_votes[k, classifier == k].sum() for k in range(len(eval_votes))])
+    per_factor = right / np.maximum(eval_votes.sum(axis=1), 1)
     return {
         "train_accuracy": float(train_acc),
         "eval_accuracy": float(eval_acc),
+        "eval_accuracy_per_factor": per_factor.tolist(),
         "num_active_dims": int(active.sum()),
         "train_votes": train_votes.tolist(),
         **settings,
