@@ -1,31 +1,33 @@
-"""Paired-seed DyGA / Skip Dropout ablation on one encoder (issue 19; successor of ablation.py).
+"""Does DyGA + Skip Dropout help EncDiff? Paired seeds at the recipe's full budget (issue 28).
 
-Variants, all at the same image budget (steps x batch 64), pixel-unshuffle first stage (no
-autoencoder phase):
+Arms, each built from a preset by composition (``quickstart_dyga`` is ``quickstart`` plus
+anchoring and Skip Dropout and nothing else; ``factordiff config diff`` shows it):
 
 * ``encdiff``   -- the ``quickstart`` recipe (EncDiff encoder, scalar units scored);
-* ``sd``        -- + Skip Dropout 0.2 on the 8x8 skips;
-* ``dyga``      -- + DyGA anchors on the units' tokens (default ``spread`` lam rule);
-* ``dyga_sd``   -- + both: the ``quickstart_dyga`` preset;
-* ``paper_dyga_sd`` -- the DyGA paper's feature extractor (vector units, per-unit PCA), DyGA
-  + SD: ``quickstart_dyga_paper``; a different encoder, reported as its own row;
-* ``dyga_official_sd`` -- as ``dyga_sd`` with the released lam formula (``lam_rule=official``).
+* ``dyga_sd``   -- + DyGA + Skip Dropout: the ``quickstart_dyga`` preset (the paper's method);
+* ``control``   -- ``dyga_sd`` with a strong pull (fixed lam 0.5): a positive control, to show
+  the design can see anchoring move scores at all;
+* ``dyga``, ``sd`` -- each part alone;
+* ``paper_dyga_sd`` -- the DyGA paper's feature extractor (``quickstart_dyga_paper``), another
+  encoder, reported as its own row; ``dyga_official_sd`` -- the released lam formula.
 
-The four same-encoder variants run first, seed by seed; the other two after them.
+Order: the primary comparison (``encdiff`` and ``dyga_sd``, seed by seed) first, then the
+control, then the single parts, then the rest. Seed s is shared by every arm: the same data
+order, noise and timestep draws and the same initial weights, so ``arm - encdiff`` at seed s
+is a paired difference. The summary gives per arm mean +- std, the paired difference to
+``encdiff`` with a 95 % paired t-interval and the sign count, the smallest difference the
+design detects (80 % power, two-sided 5 %), and per-factor FactorVAE vote accuracy.
 
-Seed s is shared by every variant of a dataset: the same data order, noise and timestep
-draws, and (for the same encoder) the same initial weights, so ``variant - encdiff`` at seed
-s is a paired difference. The summary reports mean +- std per variant and, per variant, the
-per-seed differences to ``encdiff`` with a 95 % percentile-bootstrap interval of their mean
-(10,000 resamples, fixed seed).
+Each cell is one run directory with ``cell.json`` when finished (its preset, overrides, the
+commit and CPU it ran on); a finished cell with the same settings is never rerun, a killed
+one resumes from its last checkpoint. Cells run one thread each: ``--shard i/n`` runs every
+n-th cell (n processes for n cores). ``--summarise`` only reads the cells and writes JSON +
+markdown + a plot; run it whenever cells finish (partial grids are summarised as they are).
 
-Each cell is one run directory with ``cell.json`` when finished; a finished cell with the
-same settings is reused, so an interrupted grid resumes. ``--shard i/n`` runs every n-th
-cell (start n processes for n cores; each uses one thread). ``--summarise`` only reads the
-cells and writes JSON + markdown + a plot.
-
-    python benchmarks/dyga_paired.py --dataset quickstart --steps 200 --seeds 0,1,2,3,4 --shard 0/2
-    python benchmarks/dyga_paired.py --dataset quickstart --steps 200 --seeds 0,1,2,3,4 --summarise
+    python benchmarks/dyga_paired.py --arms encdiff,dyga_sd --shard 0/2   # and 1/2 beside it
+    python benchmarks/dyga_paired.py --summarise
+    python benchmarks/dyga_paired.py --dataset heldout --data-root runs/heldout64 \\
+        --arms encdiff,dyga_sd
 """
 
 from __future__ import annotations
@@ -33,11 +35,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 RESULTS = Path(__file__).parent / "results"
 SCORES = ["factorvae/eval_accuracy", "dci/disentanglement", "dci/completeness",
@@ -47,32 +52,53 @@ SHORT = {"factorvae/eval_accuracy": "FactorVAE", "dci/disentanglement": "DCI-D",
          "sap/sap": "SAP", "modularity/modularity": "Modularity"}  # fmt: skip
 VARIANTS = {
     "encdiff": ("quickstart", []),
+    "dyga_sd": ("quickstart_dyga", []),
+    "control": ("quickstart_dyga", ["anchoring.fixed_lam=0.5"]),
+    "dyga": ("quickstart_dyga", ["model.unet.skip_dropout=0.0"]),
     "sd": (
         "quickstart",
         ["model.unet.skip_dropout=0.2", "model.unet.skip_dropout_resolutions=[1]"],
     ),
-    "dyga": ("quickstart_dyga", ["model.unet.skip_dropout=0.0"]),
-    "dyga_sd": ("quickstart_dyga", []),
     "paper_dyga_sd": ("quickstart_dyga_paper", []),
     "dyga_official_sd": ("quickstart_dyga", ["anchoring.lam_rule=official"]),
 }
-CORE = ("encdiff", "sd", "dyga", "dyga_sd")  # the same encoder; run first, seed by seed
-DATASETS = {  # the quick-start data at 32x32; procedural shapes3d at 64x64 (the CPU recipe)
-    "quickstart": ["model.first_stage.kind=unshuffle"],
-    "shapes3d": ["data.name=shapes3d", "model.first_stage.kind=unshuffle",
-                 "model.first_stage.patch_size=8"],
-}  # fmt: skip
+PRIMARY = ("encdiff", "dyga_sd")  # run first, seed by seed
 
 
-def cell_config(variant: str, dataset: str, seed: int, steps: int, refits: int):
+def dataset_overrides(dataset: str, data_root: str | None) -> list[str]:
+    """The quick-start data as the recipe has it, or the held-out image folder at 32x32 (the
+    one setting a user changes for it besides the units: docs/training.md)."""
+    if dataset == "quickstart":
+        return []
+    if not data_root:
+        raise SystemExit("--dataset heldout needs --data-root (benchmarks/heldout_folder.py)")
+    return ["data.name=imagefolder", f"data.root={data_root}", "data.image_size=32"]
+
+
+def cell_config(variant: str, dataset: str, seed: int, args):
     from factordiff.config import load_config
 
     preset, extra = VARIANTS[variant]
-    overrides = [*DATASETS[dataset], *extra, f"train.seed={seed}", f"train.max_steps={steps}",
-                 f"train.checkpoint_every={steps}", "train.eval_every=0",
-                 f"train.log_every={max(1, steps // 20)}",
-                 f"anchoring.every_steps={max(1, steps // (refits + 1))}"]  # fmt: skip
+    overrides = [*dataset_overrides(dataset, args.data_root), *extra, f"train.seed={seed}",
+                 f"train.max_steps={args.steps}", f"train.checkpoint_every={min(500, args.steps)}",
+                 "train.eval_every=0", "train.keep_checkpoints=1", *args.set]  # fmt: skip
     return preset, overrides, load_config(preset, overrides)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=False, cwd=Path(__file__).parent)  # fmt: skip
+    return done.stdout.strip() or "unknown"
 
 
 def anchoring_summary(run: Path) -> dict | None:
@@ -148,7 +174,7 @@ def run_cell(variant: str, dataset: str, seed: int, args) -> dict:
     from factordiff.training import train
 
     run = args.runs / f"{dataset}-{variant}-seed{seed}"
-    preset, overrides, cfg = cell_config(variant, dataset, seed, args.steps, args.refits)
+    preset, overrides, cfg = cell_config(variant, dataset, seed, args)
     key = {"preset": preset, "overrides": overrides, "eval_scale": args.eval_scale}
     done = run / "cell.json"
     if done.is_file() and json.loads(done.read_text())["key"] == key:
@@ -160,16 +186,16 @@ def run_cell(variant: str, dataset: str, seed: int, args) -> dict:
     model = FactorDiffusion.from_pretrained(run)
     data = load_dataset(cfg)
     start = time.perf_counter()
-    if len(data) <= 50_000:  # quickstart (2,592 images): render and encode each image once
+    if cfg.data.name != "imagefolder":  # a full procedural grid: render each image once
         data = GridImages(data)
-        represent = CachedRepresent(model, data)
-    else:
-        represent = model.represent
-    res = metrics.evaluate(represent, data, ["factorvae", "dci", "mig", "sap", "modularity"],
-                           0, scale=args.eval_scale, progress=False)  # fmt: skip
+    represent = CachedRepresent(model, data)
+    res = metrics.evaluate(represent, data, cfg.eval.metrics, 0, scale=args.eval_scale,
+                           progress=False)  # fmt: skip
     row = {"variant": variant, "dataset": dataset, "seed": seed, "train_s": round(train_s, 1),
            "eval_s": round(time.perf_counter() - start, 1), **metrics.headline(res),
-           "anchoring": anchoring_summary(run)}  # fmt: skip
+           "factorvae_per_factor": res["factorvae"]["eval_accuracy_per_factor"],
+           "factor_names": list(data.factor_names), "cpu": cpu_name(), "threads": 1,
+           "commit": commit(), "anchoring": anchoring_summary(run)}  # fmt: skip
     done.write_text(json.dumps({"key": key, "row": row}, indent=1))
     print(f"{dataset} {variant} seed {seed}: " + ", ".join(
         f"{SHORT[k]} {row[k]:.3f}" for k in SCORES if k in row), flush=True)  # fmt: skip
@@ -203,13 +229,20 @@ def measure_pull(run: Path, n_images: int = 1024, batch: int = 64) -> dict:
     return out
 
 
-def bootstrap_ci(diffs: list[float], n: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile bootstrap interval of the mean of paired differences."""
+def paired_t(diffs: list[float]) -> dict:
+    """Mean of paired differences, its 95 % t-interval, and the smallest true difference
+    this many seeds detect with 80 % power at a two-sided 5 % level (from their spread)."""
     d = np.asarray(diffs, dtype=np.float64)
-    rs = np.random.RandomState(seed)
-    means = d[rs.randint(0, len(d), size=(n, len(d)))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(lo), float(hi)
+    n = len(d)
+    out = {"n": n, "per_seed": d.tolist(), "mean": float(d.mean()), "ahead": int((d > 0).sum())}
+    if n < 2:
+        return {**out, "ci95": [float("nan")] * 2, "sd": float("nan"), "detectable": float("nan")}
+    sd = float(d.std(ddof=1))
+    se = sd / np.sqrt(n)
+    half = float(stats.t.ppf(0.975, n - 1) * se)
+    detectable = float((stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)) * se)
+    return {**out, "sd": sd, "ci95": [out["mean"] - half, out["mean"] + half],
+            "detectable": detectable}  # fmt: skip
 
 
 def summarise(rows: list[dict], variants: list[str], seeds: list[int]) -> dict:
@@ -228,14 +261,13 @@ def summarise(rows: list[dict], variants: list[str], seeds: list[int]) -> dict:
             pair = [s for s in have if ("encdiff", s) in by]
             if v != "encdiff" and pair:
                 diffs = [by[(v, s)][k] - by[("encdiff", s)][k] for s in pair]
-                lo, hi = bootstrap_ci(diffs)
-                mean = statistics.mean(diffs)
-                entry["paired_vs_encdiff"][k] = {
-                    "seeds": pair,
-                    "per_seed": diffs,
-                    "mean": mean,
-                    "ci95": [lo, hi],
-                }
+                entry["paired_vs_encdiff"][k] = {"seeds": pair, **paired_t(diffs)}
+        per_factor = [by[(v, s)].get("factorvae_per_factor") for s in have]
+        if all(per_factor):
+            entry["factorvae_per_factor"] = {
+                "factors": by[(v, have[0])]["factor_names"],
+                "mean": np.mean(per_factor, axis=0).round(3).tolist(),
+            }
         pulls = [by[(v, s)]["anchoring"] for s in have if by[(v, s)].get("anchoring")]
         if pulls and pulls[0].get("lam_per_unit"):
 
@@ -254,35 +286,48 @@ def summarise(rows: list[dict], variants: list[str], seeds: list[int]) -> dict:
     return out
 
 
-def markdown(summary: dict, dataset: str, args) -> str:
-    lines = [f"Dataset `{dataset}`, {args.steps} steps x batch 64 per run, seeds {args.seeds}, "
-             f"metrics at {args.eval_scale} x the protocol's sample counts. "
-             "Mean +- std over seeds.",
-             "", "| variant | n | " + " | ".join(SHORT[k] for k in SCORES) + " |",
+def markdown(summary: dict, rows: list[dict], dataset: str, args) -> str:
+    machines = sorted({f"{r.get('cpu', '?')}, {r.get('threads', '?')} thread" for r in rows})
+    budget = " (the recipe's full budget)" if args.steps == 3500 else ""
+    lines = [f"Dataset `{dataset}`, {args.steps} steps x batch 64 per run{budget}, "
+             f"seeds {args.seeds}, metrics at {args.eval_scale} x the protocol's "
+             f"sample counts. Machine(s): {'; '.join(machines)}. Mean +- std over seeds.",
+             "", "| arm | n | " + " | ".join(SHORT[k] for k in SCORES) + " |",
              "|---" * (len(SCORES) + 2) + "|"]  # fmt: skip
     for v, e in summary.items():
         cells = [f"{e['scores'][k]['mean']:.3f} +- {e['scores'][k]['std']:.3f}" for k in SCORES]
         lines.append(f"| {v} | {len(e['seeds'])} | " + " | ".join(cells) + " |")
-    lines += ["", "Paired difference to `encdiff` (same seed), mean [95 % bootstrap interval]:", "",
-              "| variant | " + " | ".join(SHORT[k] for k in SCORES) + " |",
+    lines += ["", "Paired difference to `encdiff` (same seed): mean [95 % paired t-interval] "
+              "seeds ahead / seeds; below it, the smallest difference these seeds detect "
+              "(80 % power, two-sided 5 %):", "",
+              "| arm | " + " | ".join(SHORT[k] for k in SCORES) + " |",
               "|---" * (len(SCORES) + 1) + "|"]  # fmt: skip
     for v, e in summary.items():
         if not e["paired_vs_encdiff"]:
             continue
-        cells = []
+        cells, detect = [], []
         for k in SCORES:
             d = e["paired_vs_encdiff"][k]
             mark = " *" if d["ci95"][0] > 0 or d["ci95"][1] < 0 else ""
-            up = sum(x > 0 for x in d["per_seed"])
             cells.append(f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]{mark} "
-                         f"{up}/{len(d['per_seed'])}")  # fmt: skip
+                         f"{d['ahead']}/{d['n']}")  # fmt: skip
+            detect.append(f"{d['detectable']:.3f}")
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
-    lines += ["", "`*`: the interval excludes 0; k/n: seeds where the variant is ahead. With 5 "
-              "seeds a percentile bootstrap interval is narrower than it should be: read it "
-              "with the per-seed signs.", "", "What anchoring did (from the runs' logs, "
-              "mean over the logged steps after the first refit and over seeds):", "",
-              "| variant | lam per unit | move / distance per unit | token zero share "
-              "| K per unit (last refit, seed 0) |",
+        lines.append("| (detectable) | " + " | ".join(detect) + " |")
+    lines += ["", "`*`: the t-interval excludes 0.", "",
+              "FactorVAE vote accuracy per factor (share of each factor's eval votes "
+              "classified right), mean over seeds:", ""]  # fmt: skip
+    for v, e in summary.items():
+        pf = e.get("factorvae_per_factor")
+        if pf:
+            pairs = ", ".join(
+                f"{n} {a:.2f}" for n, a in zip(pf["factors"], pf["mean"], strict=True)
+            )
+            lines.append(f"- {v}: {pairs}")
+    lines += ["", "What anchoring did (from the runs' logs, mean over the logged steps after "
+              "the first refit and over seeds):", "",
+              "| arm | lam per unit | move / distance per unit | token zero share "
+              "| K per unit (last refit, first seed) |",
               "|---|---|---|---|---|"]  # fmt: skip
     for v, e in summary.items():
         a = e.get("anchoring")
@@ -301,31 +346,40 @@ def plot(summary: dict, dataset: str, out: Path) -> None:
 
     keys = ["factorvae/eval_accuracy", "dci/disentanglement", "mig/mig"]
     variants = [v for v, e in summary.items() if e["paired_vs_encdiff"]]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 0.5 + 0.45 * len(variants)))
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 0.9 + 0.45 * len(variants)))
     for ax, k in zip(axes, keys, strict=True):
         for i, v in enumerate(variants):
             d = summary[v]["paired_vs_encdiff"][k]
-            ax.errorbar(d["mean"], i, xerr=[[d["mean"] - d["ci95"][0]], [d["ci95"][1] - d["mean"]]],
-                        fmt="o", color="tab:blue", capsize=3)  # fmt: skip
+            if d["n"] > 1:
+                ax.errorbar(d["mean"], i, xerr=[[d["mean"] - d["ci95"][0]],
+                            [d["ci95"][1] - d["mean"]]], fmt="o", color="tab:blue",
+                            capsize=3)  # fmt: skip
             ax.scatter(d["per_seed"], [i] * len(d["per_seed"]), s=10, color="tab:gray", zorder=0)
         ax.axvline(0, color="k", lw=0.8)
         ax.set_yticks(range(len(variants)), variants, fontsize=8)
-        ax.set_title(f"{SHORT[k]}: variant - encdiff", fontsize=9)
-    fig.suptitle(f"{dataset}: paired differences, 95 % bootstrap intervals (grey: seeds)",
-                 fontsize=9)  # fmt: skip
+        ax.set_title(f"{SHORT[k]}: arm - encdiff", fontsize=9)
+    fig.suptitle(f"{dataset}: paired differences, 95 % t-intervals (grey: seeds)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
 
 
+def grid_cells(variants: list[str], seeds: list[int]) -> list[tuple[str, int]]:
+    """The primary pair seed by seed first, then each other arm over all seeds in order."""
+    cells = [(v, s) for s in seeds for v in variants if v in PRIMARY]
+    return cells + [(v, s) for v in variants if v not in PRIMARY for s in seeds]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="quickstart", choices=list(DATASETS))
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--dataset", default="quickstart", choices=["quickstart", "heldout"])
+    parser.add_argument("--data-root", default=None, help="the held-out image folder")
+    parser.add_argument("--arms", default=",".join(VARIANTS))
     parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--refits", type=int, default=3, help="anchor refits per run")
+    parser.add_argument("--steps", type=int, default=3500)
     parser.add_argument("--eval-scale", type=float, default=1.0)
     parser.add_argument("--runs", type=Path, default=Path("runs/dyga_paired"))
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides added to every cell (smoke tests)")  # fmt: skip
     parser.add_argument("--shard", default="0/1", help="i/n: run every n-th cell from the i-th")
     parser.add_argument("--summarise", action="store_true", help="only summarise finished cells")
     parser.add_argument(
@@ -340,28 +394,28 @@ def main() -> None:
         (RESULTS / "dyga_pull.json").write_text(json.dumps(found, indent=1))
         return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    variants = args.variants.split(",")
+    variants = args.arms.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown arm(s) {unknown}; arms: {', '.join(VARIANTS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
-    # seed-major over the core variants (whole seeds finish first), the extra ones after
-    core = [v for v in variants if v in CORE]
-    cells = [(v, s) for s in seeds for v in core]
-    cells += [(v, s) for v in variants if v not in CORE for s in seeds]
+    cells = grid_cells(variants, seeds)
     i, n = (int(x) for x in args.shard.split("/"))
-    rows = []
-    for v, s in cells[i::n] if not args.summarise else []:
-        rows.append(run_cell(v, args.dataset, s, args))
     if not args.summarise:
+        for v, s in cells[i::n]:
+            run_cell(v, args.dataset, s, args)
         return
+    rows = []
     for v, s in cells:
         done = args.runs / f"{args.dataset}-{v}-seed{s}" / "cell.json"
         if done.is_file():
             rows.append(json.loads(done.read_text())["row"])
     summary = summarise(rows, variants, seeds)
     stem = RESULTS / (args.name or f"dyga_paired_{args.dataset}")
-    table = markdown(summary, args.dataset, args)
+    table = markdown(summary, rows, args.dataset, args)
     print(table)
     report = {"args": {k: str(v) for k, v in vars(args).items()}, "variants": VARIANTS,
-              "datasets": DATASETS, "rows": rows, "summary": summary}  # fmt: skip
+              "rows": rows, "summary": summary}  # fmt: skip
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1))
     stem.with_suffix(".md").write_text(table)
     if any(e["paired_vs_encdiff"] for e in summary.values()):
