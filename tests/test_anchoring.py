@@ -27,17 +27,54 @@ def test_wide_components_are_split() -> None:
     centres = torch.tensor([[0.0, 0], [0, 10], [10, 0], [10, 10], [20, 0], [20, 10]])
     x = clusters(centres, 3000, 0.3, 0)
     g = torch.Generator().manual_seed(0)
-    mix = fit_unit(x, n_init=2, split_threshold=0.15, min_weight=10, generator=g)
+    rule = {"split_rule": "distance", "split_threshold": 0.15}
+    mix = fit_unit(x, n_init=2, min_weight=10, generator=g, **rule)
     assert 4 <= mix.n_components <= 8
-    no_split = fit_unit(x, n_init=2, split_threshold=0.15, max_splits=0, generator=g)
+    no_split = fit_unit(x, n_init=2, max_splits=0, generator=g, **rule)
     assert no_split.n_components == 2
+
+
+def modes(centres: list[float], n: int, dim: int, seed: int, sd: float = 0.1) -> torch.Tensor:
+    """n points around each centre (on the diagonal of ``dim`` dimensions)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([c + sd * torch.randn(n, dim, generator=g) for c in centres])
+
+
+@pytest.mark.parametrize("dim", [1, 16])
+def test_k_follows_the_modes_whatever_the_scale(dim: int) -> None:
+    """The default rule (BIC moves) on known mixtures, for scalars (1-D) and tokens (16-D):
+    three separated modes started from K = 8 end at 3 by merges, at any feature scale; one
+    mode made of two is split; one Gaussian stays one."""
+    g = torch.Generator().manual_seed(0)
+    three = modes([0.0, 1.0, 2.0], 500, dim, seed=0)
+    for scale in (1e-3, 1.0, 1e3):
+        mix = fit_unit(three * scale, n_init=8, generator=g)
+        assert (mix.n_components, mix.merged, mix.splits) == (3, 5, 0), scale
+        centres = sorted(mix.means.mean(-1).tolist())
+        np.testing.assert_allclose(centres, [0.0, scale, 2 * scale], atol=0.05 * scale)
+    two_in_one = fit_unit(modes([0.0, 0.6], 500, dim, seed=1), n_init=1, generator=g)
+    assert (two_in_one.n_components, two_in_one.splits) == (2, 1)
+    one = modes([0.0], 1000, dim, seed=2)
+    assert fit_unit(one, n_init=1, generator=g).n_components == 1
+    assert fit_unit(one, n_init=8, generator=g).n_components == 1
+
+
+def test_the_official_split_rule_never_fires_on_a_unit_distribution_it_should_split() -> None:
+    """Why the default changed: on a scalar unit, two modes 0.6 apart (each 0.1 wide, so
+    ~0.6 of the normalised span apart) have a mean member distance of ~0.3 < 0.5: the
+    official rule keeps one Gaussian where the BIC rule splits (above)."""
+    g = torch.Generator().manual_seed(0)
+    x = modes([0.0, 0.6], 500, 1, seed=1)
+    assert fit_unit(x, n_init=1, split_rule="distance", generator=g).n_components == 1
+    with pytest.raises(ValueError, match="split_rule"):
+        fit_unit(x, split_rule="nope", generator=g)
 
 
 def test_components_with_few_points_are_dropped() -> None:
     centres = torch.tensor([[0.0, 0], [10, 10]])
     x = torch.cat([clusters(centres, 2000, 0.3, 1), torch.tensor([[50.0, 50.0]] * 4)])
     g = torch.Generator().manual_seed(0)
-    mix = fit_unit(x, n_init=3, max_splits=0, min_weight=10, generator=g)
+    mix = fit_unit(x, n_init=3, max_moves=0, min_weight=10, generator=g)
     assert mix.n_components == 2  # the 4-point outlier component is filtered out
     assert mix.means[:, 0].max() < 20
 
@@ -52,10 +89,10 @@ def test_fit_is_deterministic_per_seed() -> None:
 def test_warm_start_begins_from_the_previous_anchors() -> None:
     centres = torch.tensor([[0.0, 0], [0, 10], [10, 0]])
     x = clusters(centres, 1500, 0.3, 5)[:, None]
-    first = fit_anchors(x, seed=0, n_init=5, max_splits=0)
+    first = fit_anchors(x, seed=0, n_init=5, max_moves=0)
     shifted = x + 0.5  # the features moved a little since the last refit
-    warm = fit_anchors(shifted, seed=1, previous=first, max_splits=0)
-    cold = fit_anchors(shifted, seed=1, max_splits=0)
+    warm = fit_anchors(shifted, seed=1, previous=first, max_moves=0)
+    cold = fit_anchors(shifted, seed=1, max_moves=0)
     assert cold[0].n_components == 8  # a fresh start uses n_init Gaussians
     assert warm[0].n_components <= first[0].n_components  # a warm one the previous anchors
     weights = warm[0].params.weights[0]
@@ -67,7 +104,7 @@ def test_warm_start_begins_from_the_previous_anchors() -> None:
 def test_alignment_moves_units_toward_their_anchor_by_lam() -> None:
     centres = torch.tensor([[0.0, 0.0], [10.0, 10.0]])
     x = clusters(centres, 1000, 0.5, 3)
-    units = fit_anchors(x[:, None], seed=0, n_init=2, max_splits=0)
+    units = fit_anchors(x[:, None], seed=0, n_init=2, max_moves=0)
     tokens = torch.tensor([[[9.0, 11.0]], [[1.0, -1.0]]])
     means = units[0].means.float()
     nearest = means[((tokens[:, 0, None] - means) ** 2).sum(-1).argmin(-1)]
@@ -128,6 +165,44 @@ def test_training_with_anchors_saves_and_resumes_them(tmp_path: Path) -> None:
     assert "unit0.means" in load_tensors(ckpt, "anchors")
 
 
+def test_anchors_on_scalars_move_the_scored_code(tmp_path: Path) -> None:
+    """anchoring.space=scalars: one 1-D mixture per unit, fit on the scalars; the scalar is
+    pulled before its MLP, so what the metrics score moves and the tokens follow from it."""
+    dyga = ["anchoring.enabled=true", "anchoring.space=scalars", "anchoring.every_steps=2",
+            "anchoring.fixed_lam=0.5", "train.max_steps=3"]  # fmt: skip
+    train(tiny(*dyga), tmp_path / "run", progress=False)
+    fits = [r for r in log(tmp_path / "run") if "anchor_fit_s" in r]
+    assert len(fits) == 1 and len(fits[0]["anchor_merged"]) == 4
+    model = fd.FactorDiffusion.from_pretrained(tmp_path / "run")
+    assert all(u.means.shape[-1] == 1 for u in model.anchors.units)
+    images = fd.data.load("quickstart").images_at(np.arange(16))
+    raw = model.scalars(images)
+    anchors = torch.stack([u.means[u.log_joint(raw[:, i, None]).argmax(-1), 0]
+                           for i, u in enumerate(model.anchors.units)], 1)  # fmt: skip
+    scored = torch.as_tensor(model.represent(images))
+    torch.testing.assert_close(scored, (0.5 * raw + 0.5 * anchors).float())
+    assert model.representation_of == "the units' scalars, pulled to their DyGA anchors"
+    tokens = model.encoder.to_tokens(scored)
+    torch.testing.assert_close(model.encode(images), tokens)
+    torch.testing.assert_close(model.units_from_scalars(raw), tokens)
+    assert model.anchored_features(images).shape == (16, 4, 1)
+
+
+def test_token_anchors_can_be_scored_on_the_moved_tokens(tmp_path: Path) -> None:
+    """The official evaluation scores per-unit PCA of the moved tokens; eval.representation
+    = pca gives that for the EncDiff encoder too, and says which code a number scores."""
+    dyga = ["anchoring.enabled=true", "anchoring.every_steps=2", "train.max_steps=3"]
+    train(tiny(*dyga), tmp_path / "run", progress=False)
+    model = fd.FactorDiffusion.from_pretrained(tmp_path / "run")
+    images = fd.data.load("quickstart").images_at(np.arange(8))
+    assert model.represent(images).shape == (8, 4)
+    assert model.representation_of == "the units' scalars (anchors act on the tokens only)"
+    model.config.eval.representation = "pca"
+    assert model.represent(images).shape == (8, 4, 8)
+    np.testing.assert_array_equal(model.represent(images), model.encode(images).numpy())
+    assert "moved by their DyGA anchors" in model.representation_of
+
+
 @pytest.mark.parametrize("mode", ["hard", "gumbel"])
 def test_alignment_keeps_gradients(mode: str) -> None:
     x = clusters(torch.randn(3, 2) * 5, 500, 0.3, 4)
@@ -159,7 +234,7 @@ def test_default_pull_moves_every_unit_of_relu_tokens() -> None:
     # (lam0 = 0.1, damped by the distance relative to the unit's spread).
     tokens = relu_tokens()
     assert (tokens == 0).float().mean() > 0.4
-    units = fit_anchors(tokens, seed=0)
+    units = fit_anchors(tokens, seed=0, max_moves=0)  # the 8 anchors the issue measured
     batch = tokens[:256]
     anchor = Anchors(units, fixed_lam=1.0).align(batch)  # lam 1: the anchors themselves
     dist = (anchor - batch).norm(dim=-1).mean(0)
@@ -172,7 +247,7 @@ def test_default_pull_moves_every_unit_of_relu_tokens() -> None:
 
 def test_pull_statistics_say_what_the_alignment_did() -> None:
     tokens = relu_tokens(n=1000, n_units=3)
-    units = fit_anchors(tokens, seed=0)
+    units = fit_anchors(tokens, seed=0, max_moves=0)
     anchors = Anchors(units, strength=0.1)
     assert anchors.pop_stats() is None
     anchors.align(tokens[:100])  # not recorded (representation extraction)
@@ -197,8 +272,9 @@ def test_pull_statistics_say_what_the_alignment_did() -> None:
 def test_fit_reports_splits_and_filters() -> None:
     g = torch.Generator().manual_seed(0)
     centres = torch.tensor([[0.0, 0], [0, 10], [10, 0], [10, 10], [20, 0], [20, 10]])
-    mix = fit_unit(clusters(centres, 3000, 0.3, 0), n_init=2, split_threshold=0.15, generator=g)
+    mix = fit_unit(clusters(centres, 3000, 0.3, 0), n_init=2, split_rule="distance",
+                   split_threshold=0.15, generator=g)  # fmt: skip
     assert mix.splits > 0 and mix.n_components == 2 + mix.splits - mix.filtered
     x = torch.cat([clusters(centres[[0, 3]], 2000, 0.3, 1), torch.tensor([[50.0, 50.0]] * 4)])
-    mix = fit_unit(x, n_init=3, max_splits=0, min_weight=10, generator=g)
+    mix = fit_unit(x, n_init=3, max_moves=0, min_weight=10, generator=g)
     assert (mix.splits, mix.filtered, mix.n_components) == (0, 1, 2)

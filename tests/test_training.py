@@ -286,6 +286,7 @@ def test_cli_train_then_eval(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
     scores = json.loads((run / "eval.json").read_text())
     assert 0 <= scores["mig"]["mig"] <= 1 and "disentanglement" in scores["dci"]
+    assert scores["protocol"]["represents"] == "the units' scalars"  # which code was scored
     bad = _run([sys.executable, "-m", "factordiff", "train", "quickstart", "train.bach_size=3",
                 "--out", str(run)])  # fmt: skip
     assert bad.returncode == 1 and "did you mean 'train.batch_size'" in bad.stderr

@@ -65,6 +65,9 @@ class VAEModel(ImageModel):
         """The posterior means (B, latent_dim): what the metrics score."""
         return self.encode(images, batch_size)[..., 0].float().cpu().numpy()
 
+    #: what ``represent`` returns, for eval.json
+    representation_of = "the encoder's posterior means"
+
     def _generate(
         self, units: torch.Tensor, steps: int | None, eta: float | None, seed: int,
         progress: Callable | None,

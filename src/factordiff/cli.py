@@ -252,19 +252,34 @@ def eval_command(
         "lightgbm", help="DCI trees: lightgbm (fast) or sklearn (reference)."
     ),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, mps ..."),
+    representation: str | None = typer.Option(
+        None,
+        help="auto | scalars | pca | flatten (default: the run's eval.representation); pca "
+        "scores the per-unit PCA of the tokens the U-Net sees (moved by token anchors), as "
+        "the DyGA evaluation does.",
+    ),
     out: Path | None = typer.Option(None, help="JSON path (default RUN_DIR/eval.json)."),
 ) -> None:
     """Score a trained model with the paper protocol (disentanglement_lib settings)."""
     from factordiff import metrics as fd_metrics
+    from factordiff.config import CHOICES
 
     model, dataset = _load_run(run_dir, device)
     json_out = _output(model, "eval.json", out)
     cfg = model.config
+    if representation is not None:
+        if representation not in CHOICES["eval.representation"]:
+            raise typer.BadParameter(
+                f"--representation must be one of {', '.join(CHOICES['eval.representation'])}"
+            )
+        cfg.eval.representation = representation
     names = [m.strip() for m in metrics.split(",")] if metrics else list(cfg.eval.metrics)
     results = fd_metrics.evaluate(
         model.represent, dataset, names, cfg.eval.seed,
         representation=cfg.eval.representation, dci_backend=backend, scale=scale,
     )  # fmt: skip
+    results["protocol"]["represents"] = model.representation_of
+    console.print(f"scored: {results['protocol']['represents']}", markup=False)
     console.print(_score_table(results, names, f"{run_dir}: {cfg.data.name}, scale {scale}"))
     cache = results["protocol"]["codes_cache"]
     if cache["used"]:

@@ -117,10 +117,17 @@ class DiffusionConfig:
 @dataclass
 class AnchoringConfig:
     enabled: bool = False
+    # tokens: anchors on each unit's D-dim token (the paper; the scored scalar is not moved);
+    # scalars: one 1-D mixture per unit, the scalar pulled before its MLP (the code moves)
+    space: str = "tokens"
     n_init: int = 8
     em_iters: int = 30
+    # bic: greedy merges / splits while the mixture's BIC falls (scale-free, K adapts);
+    # distance: the official split rule (mean member distance > split_threshold, normalised)
+    split_rule: str = "bic"
+    max_moves: int = 16  # bic: merges + splits per refit
     split_threshold: float = 0.5
-    max_splits: int = 3
+    max_splits: int = 3  # distance: split rounds
     max_components: int = 32
     min_weight: float = 10.0
     strength: float = 0.1  # lam0
@@ -201,6 +208,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval.representation": ("auto", "scalars", "pca", "flatten"),
     "anchoring.mode": ("hard", "gumbel"),
     "anchoring.lam_rule": ("spread", "official"),
+    "anchoring.space": ("tokens", "scalars"),
+    "anchoring.split_rule": ("bic", "distance"),
 }
 
 

@@ -272,14 +272,37 @@ class FactorDiffusion(ImageModel):
         )
 
     def units(self, x: torch.Tensor) -> torch.Tensor:
-        """The encoder's tokens (B, N, D), aligned to the DyGA anchors when there are any."""
-        _, tokens = self.encoder(x)
+        """The encoder's tokens (B, N, D), aligned to the DyGA anchors when there are any
+        (``anchoring.space=scalars``: made from the aligned scalars)."""
+        scalars, tokens = self.encoder(x)
         if self.anchors is None:
             return tokens
-        aligned = self.anchors.align(tokens, record=self.training)  # training: log the pull
+        if self._anchors_on_scalars:
+            return self.encoder.to_tokens(self._pull(scalars[..., None])[..., 0])
+        return self._pull(tokens)
+
+    @property
+    def _anchors_on_scalars(self) -> bool:
+        return self.config.anchoring.space == "scalars"
+
+    def _pull(self, features: torch.Tensor) -> torch.Tensor:
+        """Features (B, N, D) moved toward their anchors; in training the pull is logged."""
+        aligned = self.anchors.align(features, record=self.training)
         if self.config.anchoring.straight_through:
-            return tokens + (aligned - tokens).detach()
+            return features + (aligned - features).detach()
         return aligned
+
+    @torch.no_grad()
+    def anchored_features(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """What the anchors are fit on, before any pull: the tokens (B, N, D), or the scalars
+        as (B, N, 1) with ``anchoring.space=scalars``."""
+        current, self.anchors = self.anchors, None
+        try:
+            if self._anchors_on_scalars:
+                return self.scalars(images)[..., None]
+            return self.encode(images)
+        finally:
+            self.anchors = current
 
     def set_anchors(self, units: list | None) -> None:
         """Install fitted ``UnitMixture``s (one per unit) with the config's alignment options."""
@@ -302,18 +325,49 @@ class FactorDiffusion(ImageModel):
     def units_from_scalars(self, scalars: torch.Tensor) -> torch.Tensor:
         """Tokens (B, N, D) for given scalars: the per-unit MLPs, then the DyGA anchors."""
         with self._eval_mode():
-            tokens = self.encoder.to_tokens(scalars.to(self.device))
-            return tokens if self.anchors is None else self.anchors.align(tokens)
+            scalars = scalars.to(self.device)
+            if self.anchors is not None and self._anchors_on_scalars:
+                scalars = self.anchors.align(scalars[..., None])[..., 0]
+            tokens = self.encoder.to_tokens(scalars)
+            if self.anchors is None or self._anchors_on_scalars:
+                return tokens
+            return self.anchors.align(tokens)
 
     @torch.no_grad()
     def represent(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
-        """The representation the metrics score: the N scalars (EncDiff) or the
-        (B, N, D) units (DyGA, reduced by per-unit PCA in ``fd.metrics.evaluate``)."""
+        """The representation the metrics score (``representation_of`` says it in words):
+        the N scalars (EncDiff encoder; pulled to their anchors with ``anchoring.space=
+        scalars``) or the (B, N, D) units as the U-Net sees them, moved by token anchors (the
+        DyGA encoder, or ``eval.representation`` pca / flatten), which
+        ``fd.metrics.evaluate`` reduces by per-unit PCA or flattens."""
         with self._eval_mode():
-            if self.config.model.encoder.kind == "encdiff":
-                return self.scalars(images, batch_size).float().cpu().numpy()
+            if self._represents_scalars:
+                if self.anchors is None or not self._anchors_on_scalars:
+                    return self.scalars(images, batch_size).float().cpu().numpy()
+                pulled = self._batched(
+                    lambda x: self.anchors.align(self.encoder(x)[0][..., None])[..., 0],
+                    images, batch_size,
+                )  # fmt: skip
+                return torch.cat(pulled).float().cpu().numpy()
             parts = self._batched(self.units, images, batch_size)
             return torch.cat(parts).float().cpu().numpy()
+
+    @property
+    def _represents_scalars(self) -> bool:
+        return self.config.model.encoder.kind == "encdiff" and (
+            self.config.eval.representation in ("auto", "scalars")
+        )
+
+    @property
+    def representation_of(self) -> str:
+        """What ``represent`` returns, for eval.json: which code a number scores."""
+        anchored = self.anchors is not None
+        if self._represents_scalars:
+            if anchored and self._anchors_on_scalars:
+                return "the units' scalars, pulled to their DyGA anchors"
+            return "the units' scalars" + (" (anchors act on the tokens only)" if anchored else "")
+        moved = " moved by their DyGA anchors" if anchored and not self._anchors_on_scalars else ""
+        return f"the units' tokens as the U-Net attends to them{moved}"
 
     def _generate(
         self, units: torch.Tensor, steps: int | None, eta: float | None, seed: int,

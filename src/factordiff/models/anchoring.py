@@ -8,11 +8,21 @@ set, in normalised coordinates:
    data; the same statistics are stored and used when aligning (the official code mixes
    batch statistics at train time with dataset statistics at fit time -- we do not);
 2. fit ``n_init`` HDDC Gaussians (``em_iters`` EM iterations, k-means start);
-3. split: a Gaussian whose members (hard assignment) lie farther than ``split_threshold``
-   from its mean on average is replaced by a 2-component fit of its members; up to
-   ``max_splits`` rounds and ``max_components`` Gaussians. Components are rebuilt from the
-   kept partition each round, so no index shifts while deleting (a bug of the official code);
-4. filter: drop Gaussians with fewer than ``min_weight`` responsible points; refit.
+3. change K, each change refit from the new partition.
+   ``split_rule="bic"`` (default): greedy moves, each the merge of a component into its
+   nearest neighbour or the split of one in two by 2-means, whichever lowers the whole
+   mixture's BIC most, until none does. BIC does not depend on the features' scale, so K
+   follows the modes of the unit (three modes started from K = 8 end at 3).
+   ``"distance"``: the official rule, a Gaussian whose members lie farther than
+   ``split_threshold`` from its mean on average (normalised coordinates) is split by a
+   2-component fit of its members, up to ``max_splits`` rounds and ``max_components``.
+   On trained units it never fires (K stayed 8 = ``n_init`` at every refit: docs/dyga.md).
+   Components are rebuilt from the kept partition each round, so no index shifts while
+   deleting (a bug of the official code);
+4. filter: drop Gaussians with less than ``min_weight`` total responsibility; refit.
+
+Features of one dimension (``anchoring.space=scalars``) take a plain Gaussian per
+component: HDDC's subspaces need at least two dimensions.
 
 Align (``Anchors.align``): anchor = mean of the most responsible Gaussian (``hard``) or a
 Gumbel-softmax mix of the means (``gumbel``, temperature ``tau``);
@@ -36,12 +46,19 @@ and the share of exactly-zero token entries -- for ``pop_stats`` to log.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 
-from factordiff.models.hddc import MixtureParams, costs, fit_mixtures
+from factordiff.models.hddc import (
+    MixtureParams,
+    costs,
+    fit_mixtures,
+    kmeans_labels,
+    n_free_parameters,
+)
 
 PARAM_FIELDS = tuple(f.name for f in fields(MixtureParams))
 
@@ -55,7 +72,8 @@ class UnitMixture:
     span: torch.Tensor  # (D,) max - min (floored)
     _placed: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     splits: int = field(default=0, compare=False)  # Gaussians split at the fit (not saved)
-    filtered: int = field(default=0, compare=False)  # Gaussians dropped at the fit (not saved)
+    merged: int = field(default=0, compare=False)  # Gaussians merged away at the fit (not saved)
+    filtered: int = field(default=0, compare=False)  # weak Gaussians dropped (not saved)
 
     @property
     def n_components(self) -> int:
@@ -126,8 +144,104 @@ def _member_spread(x: torch.Tensor, labels: torch.Tensor, means: torch.Tensor) -
     return total / count.clamp_min(1)
 
 
+SPLIT_RULES = ("bic", "distance")
+#: HDDC's subspace model (the DyGA paper's HDDC); one-dimensional units (anchoring.space
+#: = scalars) have no subspace to find and take a plain Gaussian per component.
+SUBSPACE_MODEL = "AkjBkQkDk"
+#: EM iterations from a candidate partition before its BIC is compared (the kept one gets
+#: the full ``em_iters``): from a good partition the likelihood settles within a few.
+MOVE_ITERS = 8
+
+
+def _mixture_model(x: torch.Tensor) -> str:
+    return "full" if x.shape[-1] == 1 else SUBSPACE_MODEL
+
+
 def _fit(x: torch.Tensor, labels: torch.Tensor, k: int, iters: int, g: torch.Generator):
-    return fit_mixtures(x[None], k, init=labels[None], max_iter=iters, tol=0.0, generator=g)
+    return fit_mixtures(x[None], k, _mixture_model(x), init=labels[None], max_iter=iters, tol=0.0,
+                        generator=g)  # fmt: skip
+
+
+def _bic(x: torch.Tensor, labels: torch.Tensor, k: int, iters: int, g: torch.Generator):
+    """BIC (-2 LL + m log n, lower is better) of the k-component mixture fitted to all of x
+    from the partition ``labels``, and the fit. BICs compared on the same points do not
+    depend on the features' scale."""
+    res = _fit(x, labels, k, iters, g)
+    m = float(n_free_parameters(_mixture_model(x), x.shape[-1], res.params.dims)[0])
+    return -2 * float(res.loglik[0]) + m * math.log(len(x)), res
+
+
+def _candidate_moves(x, labels, means, k, g, max_components):
+    """Partitions one move away: each component merged into its nearest neighbour, and each
+    component with enough members split in two by 2-means. (kind, labels, K) each."""
+    moves = []
+    if k > 1:
+        dist = torch.cdist(means, means).fill_diagonal_(float("inf"))
+        for i, j in sorted({tuple(sorted((i, int(dist[i].argmin())))) for i in range(k)}):
+            merged = labels.clone()
+            merged[merged == j] = i
+            moves.append(("merge", *_compact(merged)))
+    min_members = max(8, 2 * (x.shape[-1] + 1))
+    for c in range(k if k < max_components else 0):
+        members = (labels == c).nonzero().squeeze(-1)
+        if len(members) < min_members:
+            continue
+        halves = kmeans_labels(x[members][None], 2, g)[0]
+        if 0 < int(halves.sum()) < len(members):
+            split = labels.clone()
+            split[members[halves == 1]] = k
+            moves.append(("split", split, k + 1))
+    return moves
+
+
+def _compact(labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Labels renumbered 0..K-1 (a component emptied by a merge goes)."""
+    ids, compact = torch.unique(labels, return_inverse=True)
+    return compact, len(ids)
+
+
+def _adapt_k(x, res, iters, g, max_moves, max_components):
+    """Greedy model selection: each round takes the merge or split (see
+    ``_candidate_moves``) that lowers the mixture's BIC most, until none does. Candidates are
+    scored after ``MOVE_ITERS`` EM iterations from their partition; the kept one is refit
+    with ``iters``. Returns the fit and the numbers of splits and merges."""
+    labels = res.log_resp[0].argmax(-1)
+    labels, k = _compact(labels)
+    best, res = _bic(x, labels, k, iters, g)
+    splits = merges = 0
+    for _ in range(max_moves):
+        moves = _candidate_moves(x, labels, res.params.means[0], k, g, max_components)
+        scored = [(_bic(x, lab, kk, MOVE_ITERS, g)[0], kind, lab, kk) for kind, lab, kk in moves]
+        if not scored:
+            break
+        bic, kind, lab, kk = min(scored, key=lambda m: m[0])
+        if bic >= best:
+            break
+        bic, fit = _bic(x, lab, kk, iters, g)
+        if bic >= best:
+            break
+        best, res, k = bic, fit, kk
+        labels, k = _compact(res.log_resp[0].argmax(-1))
+        splits, merges = splits + (kind == "split"), merges + (kind == "merge")
+    return res, splits, merges
+
+
+def _split_wide(x, labels, means, k, iters, g, threshold, max_components):
+    """The official rule: split components whose members lie farther than ``threshold``
+    (normalised coordinates) from their mean on average, by a 2-component fit."""
+    spread = _member_spread(x, labels, means)
+    wide = [c for c in torch.argsort(spread, descending=True).tolist()
+            if spread[c] > threshold and int((labels == c).sum()) >= 4]  # fmt: skip
+    wide = wide[: max_components - k]
+    new_labels, next_id = labels.clone(), k
+    for c in wide:  # split c: its members get labels c and next_id from a 2-component fit
+        members = (labels == c).nonzero().squeeze(-1)
+        sub = fit_mixtures(x[members][None], 2, _mixture_model(x), init="kmeans",
+                           max_iter=iters, tol=0.0, generator=g)  # fmt: skip
+        side = sub.log_resp[0].argmax(-1)
+        new_labels[members[side == 1]] = next_id
+        next_id += 1
+    return new_labels, len(wide)
 
 
 def fit_unit(
@@ -135,15 +249,28 @@ def fit_unit(
     *,
     n_init: int = 8,
     em_iters: int = 30,
+    split_rule: str = "bic",
     split_threshold: float = 0.5,
     max_splits: int = 3,
+    max_moves: int = 16,
     max_components: int = 32,
     min_weight: float = 10.0,
     generator: torch.Generator,
     previous: UnitMixture | None = None,
 ) -> UnitMixture:
     """Anchors of one unit from its features x (n, D). ``previous`` (warm start): begin from
-    the partition the previous anchors give the new features instead of k-means."""
+    the partition the previous anchors give the new features instead of k-means.
+
+    ``split_rule="bic"``: up to ``max_moves`` greedy moves, each the merge of a component
+    into its nearest neighbour or the split of one in two that lowers the mixture's BIC most
+    -- free of the features' scale, so K follows the modes (three modes started from K = 8
+    end at 3, one mode made of two is split). ``"distance"``: the official rule, up to
+    ``max_splits`` rounds splitting components whose mean member distance exceeds
+    ``split_threshold`` in normalised coordinates (it never fires on trained units:
+    docs/dyga.md). Then Gaussians with less than ``min_weight`` total responsibility go.
+    """
+    if split_rule not in SPLIT_RULES:
+        raise ValueError(f"split_rule must be one of {SPLIT_RULES}, got {split_rule!r}")
     x = x.double()
     low = x.amin(0)
     span = (x.amax(0) - low).clamp_min(1e-6)
@@ -152,28 +279,20 @@ def fit_unit(
         start, k0 = "kmeans", n_init
     else:
         start, k0 = previous.log_joint(x).argmax(-1)[None], previous.n_components
-    res = fit_mixtures(xn[None], k0, init=start, max_iter=em_iters, tol=0.0, generator=generator)
+    res = fit_mixtures(xn[None], k0, _mixture_model(xn), init=start, max_iter=em_iters, tol=0.0,
+                       generator=generator)  # fmt: skip
+    n_split = n_merged = 0
+    if split_rule == "bic":
+        res, n_split, n_merged = _adapt_k(xn, res, em_iters, generator, max_moves, max_components)
     labels = res.log_resp[0].argmax(-1)
-    n_split = 0
-    for _ in range(max_splits):
-        k = res.params.weights.shape[-1]
-        spread = _member_spread(xn, labels, res.params.means[0])
-        wide = [c for c in torch.argsort(spread, descending=True).tolist()
-                if spread[c] > split_threshold and int((labels == c).sum()) >= 4]  # fmt: skip
-        wide = wide[: max_components - k]
-        if not wide:
+    for _ in range(max_splits if split_rule == "distance" else 0):
+        k, means = res.params.weights.shape[-1], res.params.means[0]
+        new_labels, split = _split_wide(xn, labels, means, k, em_iters, generator,
+                                        split_threshold, max_components)  # fmt: skip
+        if not split:
             break
-        n_split += len(wide)
-        new_labels = labels.clone()
-        next_id = k
-        for c in wide:  # split c: its members get labels c and next_id from a 2-component fit
-            members = (labels == c).nonzero().squeeze(-1)
-            sub = fit_mixtures(xn[members][None], 2, init="kmeans", max_iter=em_iters, tol=0.0,
-                               generator=generator)  # fmt: skip
-            side = sub.log_resp[0].argmax(-1)
-            new_labels[members[side == 1]] = next_id
-            next_id += 1
-        res = _fit(xn, new_labels, next_id, em_iters, generator)
+        n_split += split
+        res = _fit(xn, new_labels, k + split, em_iters, generator)
         labels = res.log_resp[0].argmax(-1)
     weight = res.log_resp[0].exp().sum(0)
     keep = (weight >= min_weight).nonzero().squeeze(-1)
@@ -184,7 +303,8 @@ def fit_unit(
         relabel = kept_resp.argmax(-1)
         res = _fit(xn, relabel, len(keep), em_iters, generator)
     n_filtered = weight.shape[0] - len(keep)
-    return UnitMixture(res.params, low, span, splits=n_split, filtered=n_filtered)
+    return UnitMixture(res.params, low, span, splits=n_split, merged=n_merged,
+                       filtered=n_filtered)  # fmt: skip
 
 
 LAM_RULES = ("spread", "official")

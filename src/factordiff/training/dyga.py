@@ -43,13 +43,15 @@ def refit_log(units: list, seconds: float) -> dict:
     """What a refit did, per unit: Gaussians kept (K), split and filtered out."""
     return {"anchor_fit_s": seconds, "anchors": [u.n_components for u in units],
             "anchor_splits": [u.splits for u in units],
+            "anchor_merged": [u.merged for u in units],
             "anchor_filtered": [u.filtered for u in units]}  # fmt: skip
 
 
 def refit_anchors(
     model: ImageModel, dataset: FactorDataset, cfg: Config, step: int, plot: Path | None = None
 ) -> list:
-    """Fit one mixture per unit on the (unaligned) units of up to ``max_points`` images;
+    """Fit one mixture per unit on the unaligned features anchoring acts on (tokens, or
+    scalars as (n, N, 1)) of up to ``max_points`` images;
     ``plot``: also draw the units' features with their anchors there."""
     a = cfg.anchoring
     rs = np.random.RandomState(cfg.train.seed + step)
@@ -57,13 +59,15 @@ def refit_anchors(
     current, model.anchors = model.anchors, None
     try:
         feats = torch.cat(
-            [model.encode(dataset.images_at(idx[i : i + 1024])) for i in range(0, len(idx), 1024)]
-        )
+            [model.anchored_features(dataset.images_at(idx[i : i + 1024]))
+             for i in range(0, len(idx), 1024)]
+        )  # fmt: skip
     finally:
         model.anchors = current
     units = fit_anchors(
         feats, seed=cfg.train.seed + step, n_init=a.n_init,  # feats are subsampled already
-        em_iters=a.em_iters, split_threshold=a.split_threshold, max_splits=a.max_splits,
+        em_iters=a.em_iters, split_rule=a.split_rule, max_moves=a.max_moves,
+        split_threshold=a.split_threshold, max_splits=a.max_splits,
         max_components=a.max_components, min_weight=a.min_weight,
         previous=current.units if (a.warm_start and current is not None) else None,
     )  # fmt: skip
