@@ -42,7 +42,9 @@ bench-disentangle: install
 	$(BIN)/python benchmarks/disentangle.py --config cpu
 	$(BIN)/python benchmarks/baseline_budget.py
 
-# Reproduce the shipped quick-start model (about an hour on one core of a 2-core CPU).
+# Reproduce the shipped quick-start model: the quickstart preset, ~17 min of training on a 2-core
+# AMD EPYC (first stage included) + ~3 min of scoring. The shipped weights came from the same
+# recipe and seed run by benchmarks/time_to_disentangle.py (its provenance names that run).
 QS_RUN ?= runs/quickstart-model
 QS_OUT := src/factordiff/pretrained/quickstart
 # Writing into the package is refused unless FACTORDIFF_ALLOW_PACKAGE_WRITES=1 (maintainers).

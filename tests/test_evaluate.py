@@ -103,3 +103,10 @@ def test_reduce_representation_modes() -> None:
         reduce_representation(vector_units, images, "scalars")
     with pytest.raises(MetricInputError, match="scalar codes"):
         reduce_representation(_pixels, images, "pca")
+
+
+@pytest.mark.parametrize("scale", [-1.0, 0.0, float("nan")])
+def test_a_scale_that_is_not_a_positive_share_is_refused(scale: float) -> None:
+    ds = fd.data.load("quickstart")
+    with pytest.raises(MetricInputError, match="scale must be a positive share"):
+        fd.metrics.evaluate(_pixels, ds, ["mig"], scale=scale, progress=False)

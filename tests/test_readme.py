@@ -25,8 +25,8 @@ FAST = {
     "factordiff config show shapes3d train.batch_size=64 data.root=~/data/shapes3d",
 }
 SLOW = {  # 100-step DDIM grids: minutes on 2 cores
-    "factordiff swap quickstart --out swap.png",
-    "factordiff traverse quickstart --out t.png",
+    "factordiff swap quickstart",
+    "factordiff traverse quickstart",
     "factordiff interchange quickstart --pairs 32",
     "factordiff downstream quickstart",
     "factordiff report quickstart",

@@ -329,7 +329,9 @@ def _png_out(out: Path) -> Path:
 @app.command()
 def swap(
     run_dir: Path = typer.Argument(..., help=MODEL_HELP),
-    out: Path = typer.Option(Path("swap.png"), help="PNG to write."),
+    out: Path | None = typer.Option(
+        None, help="PNG to write (default RUN_DIR/swap.png; runs/NAME/ for a shipped model)."
+    ),
     pairs: int = typer.Option(4, help="Number of (source, target) pairs (rows)."),
     steps: int = typer.Option(100, help="DDIM steps (fewer is faster, blurrier)."),
     seed: int = typer.Option(0, help="Picks the pairs and the DDIM noise."),
@@ -339,13 +341,16 @@ def swap(
     from factordiff.viz import save_swap_grid
 
     model, dataset = _load_run(run_dir, device)
-    console.print(f"wrote {save_swap_grid(model, dataset, _png_out(out), pairs, steps, seed)}")
+    png = _png_out(_output(model, "swap.png", out))
+    console.print(f"wrote {save_swap_grid(model, dataset, png, pairs, steps, seed)}")
 
 
 @app.command()
 def traverse(
     run_dir: Path = typer.Argument(..., help=MODEL_HELP),
-    out: Path = typer.Option(Path("traverse.png"), help="PNG to write."),
+    out: Path | None = typer.Option(
+        None, help="PNG to write (default RUN_DIR/traverse.png; runs/NAME/ for a shipped model)."
+    ),
     over: str = typer.Option("data", help="data (quantiles of each unit) or anchors (DyGA)."),
     n_steps: int = typer.Option(7, help="Values per unit (data mode)."),
     index: int | None = typer.Option(None, help="Dataset index of the image (default: seeded)."),
@@ -363,7 +368,8 @@ def traverse(
         raise FactordiffError(f"{run_dir} has no DyGA anchors; use --over data")
     if index is not None and not 0 <= index < len(dataset):
         raise FactordiffError(f"--index must be in [0, {len(dataset)}), got {index}")
-    path = save_traverse_grid(model, dataset, _png_out(out), n_steps, over, steps, seed, index)
+    png = _png_out(_output(model, "traverse.png", out))
+    path = save_traverse_grid(model, dataset, png, n_steps, over, steps, seed, index)
     console.print(f"wrote {path}")
 
 

@@ -63,6 +63,7 @@ def run_demo(
     short = load_config(
         "quickstart",
         [f"train.max_steps={train_steps}", "train.eval_every=0",
+         f"train.log_every={max(1, train_steps // 20)}",
          f"train.checkpoint_every={train_steps}", f"model.first_stage.train_steps={train_steps}"],
     )  # fmt: skip
     files["short run"] = train(short, run).parent.parent

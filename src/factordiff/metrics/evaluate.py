@@ -15,6 +15,7 @@ sampling path.
 from __future__ import annotations
 
 import difflib
+import math
 import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -147,6 +148,11 @@ def evaluate(
     from factordiff.metrics.code_cache import CodeCache, cache_plan
     from factordiff.metrics.representation import PROBE_IMAGES, reduce_representation
 
+    if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
+        raise MetricInputError(
+            f"scale must be a positive share of the protocol's sample counts (1.0 = the "
+            f"published counts, 0.1 = a tenth); got {scale}"
+        )
     names = normalise_names(metrics)
     if not getattr(dataset, "has_ground_truth", True):
         needs_factors = [m for m in names if m != "tad"]

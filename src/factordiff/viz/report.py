@@ -47,7 +47,7 @@ def _table(header: list[str], rows: list[list]) -> str:
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{f'<tr>{head}</tr>' if header else ''}{body}</table>"
 
 
 def _metrics_section(results: dict) -> str:
@@ -259,9 +259,10 @@ def _provenance_section(model, run_dir: Path, results: dict | None) -> str:
         version = p.get("factordiff_version", "not recorded")
         rows.append(["metrics scored", f"{when}, factordiff {version}, "
                      f"protocol x {p.get('scale')}"])  # fmt: skip
+        rows.append(["scored code", p.get("represents", getattr(model, "representation_of", "-"))])
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     rows.append(["report written", f"{now}, factordiff {__version__}"])
-    return _table(["", ""], rows)
+    return _table([], rows)
 
 
 def _reproduce(model, run_dir: Path) -> str:
