@@ -157,6 +157,12 @@ class TrainConfig:
     mixed_precision: str = "no"  # no | fp16 | bf16 (bf16: 1.5x on CPUs with avx512_bf16/AMX)
     channels_last: bool = False  # NHWC activations and weights (helps convs on GPUs)
     compile: bool = False  # torch.compile the training forward; falls back to eager on failure
+    # CPU threads: 0 = PyTorch's count (OMP_NUM_THREADS), dropped to 1 while another process
+    # shares the cores and steps collapse (training/threads.py); N > 0 fixes it (bitwise runs)
+    threads: int = 0
+    # experiment trackers (accelerate's), comma-separated: tensorboard, wandb, mlflow, aim,
+    # comet_ml, clearml, dvclive, swanlab, trackio; or none (training/trackers.py)
+    log_with: str = "tensorboard"
     # encode every image by the frozen first stage once, before diffusion training, instead
     # of at every step (exact for the deterministic latents used: KL mode, VQ pre-quantisation)
     cache_latents: bool = False
@@ -444,6 +450,8 @@ def validate(cfg: Config) -> None:
     for key in positive:
         if _get(cfg, key) <= 0:
             raise ConfigError(f"{key} must be > 0; got {_get(cfg, key)}")
+    if cfg.train.threads < 0:
+        raise ConfigError(f"train.threads must be >= 0 (0: adapt); got {cfg.train.threads}")
     for key in ["train.base_lr", "model.first_stage.lr"]:
         if _get(cfg, key) <= 0:
             raise ConfigError(f"{key} must be > 0; got {_get(cfg, key)}")
@@ -475,6 +483,9 @@ def validate(cfg: Config) -> None:
     if cfg.diffusion.sample_steps > cfg.diffusion.timesteps:
         raise ConfigError("diffusion.sample_steps must be <= diffusion.timesteps")
     from factordiff.data.registry import get_spec  # late: data imports nothing from config
+    from factordiff.training.trackers import tracker_names
+
+    tracker_names(cfg.train.log_with)
 
     try:
         get_spec(cfg.data.name)

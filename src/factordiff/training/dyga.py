@@ -96,4 +96,6 @@ def refit(
     model.set_anchors(units[0])
     seconds = time.perf_counter() - start
     logger.log(step, refit_log(units[0], seconds))
+    if plot.is_file():
+        logger.log_figure("anchors", plot, step)
     return seconds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from factordiff.training.batches import StepBatches, chunk_seed
 from factordiff.training.run_dir import first_stage_checkpoint_dir
 from factordiff.training.run_guard import StopRequest, stop_requested
 from factordiff.training.run_log import RunLogger, TrainClock
+from factordiff.training.threads import ThreadGovernor
 
 
 def train_first_stage(
@@ -37,6 +39,7 @@ def train_first_stage(
     acc: Accelerator,
     run_dir: Path,
     clock: TrainClock,
+    threads: ThreadGovernor | None = None,
 ) -> bool:
     """Phase 1: the autoencoder by its reconstruction loss (pixels: their scale only); False
     when there is nothing to do.
@@ -94,6 +97,7 @@ def train_first_stage(
     bar = tqdm(range(start, steps), desc="first stage", disable=not progress,
                initial=start, total=steps)  # fmt: skip
     for step in bar:
+        step_start = time.perf_counter()
         torch.manual_seed(chunk_seed(cfg.train.seed, step, 10_000))
         x = model.prepare_images(dataset.images_at(data.rows(step, 0, 1)))
         with acc.autocast():
@@ -102,6 +106,11 @@ def train_first_stage(
         loss.backward()
         opt.step()
         done = step + 1
+        note = threads.observe(time.perf_counter() - step_start) if threads else None
+        if note:
+            if progress:
+                bar.write(f"first stage, step {done}: {note}")
+            logger.log(0, {"threads": threads.threads, "threads_note": note})
         bar.set_postfix(rec_l1=f"{parts['rec_l1']:.4f}", refresh=False)
         if done % cfg.train.log_every == 0 or done == steps:
             logger.log(0, {"first_stage_step": done, **parts, "train_s": clock.seconds()})

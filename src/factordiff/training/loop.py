@@ -29,7 +29,7 @@ from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 
 from factordiff.checkpoint import latest_checkpoint
-from factordiff.config import Config
+from factordiff.config import Config, flat_settings
 from factordiff.data.base import FactorDataset
 from factordiff.diffusion import sample_timesteps
 from factordiff.errors import ConfigError
@@ -50,6 +50,7 @@ from factordiff.training.run_dir import claim_run_dir, first_stage_checkpoint_di
 from factordiff.training.run_guard import StopRequest, TrainingStoppedError, stop_requested
 from factordiff.training.run_log import RunLogger
 from factordiff.training.state import TrainState
+from factordiff.training.threads import ThreadGovernor
 
 
 def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
@@ -95,11 +96,13 @@ def _train_claimed(
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:
         run.resume(ckpt, cfg, acc)
-    logger = RunLogger(run_dir, run.step, enabled=acc.is_main_process)
+    logger = RunLogger(run_dir, run.step, enabled=acc.is_main_process, log_with=t.log_with,
+                       config=flat_settings(cfg))  # fmt: skip
+    threads = ThreadGovernor(t.threads)  # fast alone, fair when another process shares cores
 
     # Phase 1, then the step-0 checkpoint: the trained first stage is never trained twice.
     if ckpt is None and train_first_stage(
-        model, run.data, dataset, cfg, logger, progress, stop, acc, run_dir, run.clock
+        model, run.data, dataset, cfg, logger, progress, stop, acc, run_dir, run.clock, threads
     ):
         run.save(run_dir, cfg, acc)
     if acc.is_main_process:  # the step-0 checkpoint holds it now (or there was none to train)
@@ -115,6 +118,7 @@ def _train_claimed(
     extra = (acc.device,) if cfg.data.on_device else ()
     batches = iter(stream(dataset, run.data, cfg, run.step, rank, world, *extra))
     bar = tqdm(total=t.max_steps, initial=run.step, desc="train", disable=not progress)
+    say = bar.write if progress else (lambda _: None)
     shown: dict[str, str] = {}  # the progress bar's postfix
     loss_sum, loss_count = torch.zeros((), device=acc.device), 0
     tick, images, bad_streak = time.perf_counter(), 0, 0
@@ -123,6 +127,7 @@ def _train_claimed(
             tick += dyga.refit(model, dataset, cfg, run.step, run_dir, acc, logger)
         while run.step < t.max_steps:
             # -- one step: micro-batches, all-reduced gradients, clip, update, EMA
+            step_start = time.perf_counter()
             ddp_model.train()
             step_loss = torch.zeros((), device=acc.device)
             # BatchNorm statistics move in the forward pass; a skipped step must not keep them
@@ -163,6 +168,10 @@ def _train_claimed(
             run.step += 1
             step = run.step
             images += t.batch_size
+            note = threads.observe(time.perf_counter() - step_start)
+            if note:
+                say(f"step {step}: {note}")
+                logger.log(step, {"threads": threads.threads, "threads_note": note})
             # images/s every step (the loss only at log steps: reading it syncs a GPU)
             shown["img_s"] = f"{images / max(time.perf_counter() - tick, 1e-9):.0f}"
             bar.set_postfix(shown, refresh=False)
@@ -178,6 +187,7 @@ def _train_claimed(
                 pull = model.anchors.pop_stats() if model.anchors is not None else None
                 logger.log(step, {"loss": mean_loss, "lr": run.scheduler.get_last_lr()[0],
                                   "images_per_s": images / (time.perf_counter() - tick),
+                                  "threads": threads.threads,
                                   "train_s": run.clock.seconds(), **(pull or {})})  # fmt: skip
                 shown["loss"] = f"{mean_loss:.4f}"
                 loss_sum.zero_()
@@ -196,7 +206,6 @@ def _train_claimed(
                 trained_s = run.clock.seconds()  # the scores are of the weights at this time
                 with run.clock.paused():
                     if acc.is_main_process:
-                        say = bar.write if progress else (lambda _: None)
                         say(f"step {step}: evaluating (protocol x {t.eval_scale}, EMA U-Net) ...")
                         scores = periodic_eval(model, run.ema, dataset, cfg, run_dir, step)
                         say(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
@@ -206,6 +215,7 @@ def _train_claimed(
     finally:
         bar.close()
         logger.close()
+        threads.restore()
     if bad_streak:
         raise TrainingStoppedError(
             f"the run reached train.max_steps={t.max_steps} in a streak of {bad_streak} "

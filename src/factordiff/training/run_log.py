@@ -1,5 +1,5 @@
-"""What a run records: ``metrics.jsonl`` + TensorBoard events, and the clock of its
-training time."""
+"""What a run records: ``metrics.jsonl`` + the experiment trackers of ``train.log_with``
+(TensorBoard by default; training/trackers.py), and the clock of its training time."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 
 from factordiff.checkpoint import latest_checkpoint
 from factordiff.training.run_guard import RunDirError
+from factordiff.training.trackers import log_figure, start_trackers, tracker_names
+from factordiff.training.trackers import scalars as tracker_scalars
 
 
 class TrainClock:
@@ -45,21 +47,29 @@ def _logged_step(line: str) -> float:
 
 
 def _plain(value):
-    """JSON-friendly: ints and lists as they are, tensors and numpy scalars as floats."""
-    return value if isinstance(value, int | list) else float(value)
+    """JSON-friendly: ints, lists and text as they are, tensors and numpy scalars as floats."""
+    return value if isinstance(value, int | list | str) else float(value)
 
 
 class RunLogger:
-    """``metrics.jsonl`` (one JSON object per line) + TensorBoard events, main process only.
+    """``metrics.jsonl`` (one JSON object per line) + the trackers named by ``log_with``
+    (accelerate's: tensorboard, wandb, mlflow, ...), main process only.
 
     On resume, lines past the checkpoint's step are dropped: they belong to steps that
     will be trained again.
     """
 
-    def __init__(self, run_dir: Path, step: int, enabled: bool) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        step: int,
+        enabled: bool,
+        log_with: str = "tensorboard",
+        config: dict | None = None,
+    ) -> None:
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
-        self.writer = None
+        self.trackers: list = []
         if not enabled:
             return
         if self.path.is_file():
@@ -67,12 +77,7 @@ class RunLogger:
             tmp = self.path.with_suffix(".jsonl.tmp")
             tmp.write_text("".join(ln + "\n" for ln in kept))
             tmp.replace(self.path)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=step + 1 if step else None)
-        except ImportError:  # tensorboard is optional for library use
-            self.writer = None
+        self.trackers = start_trackers(tracker_names(log_with), run_dir, step, config or {})
 
     def keep_first_stage_until(self, step: int) -> None:
         """Drop the first-stage lines past ``step``: the resumed phase logs them again."""
@@ -100,23 +105,33 @@ class RunLogger:
         if not self.enabled:
             return
         self._write({"step": step, **{k: _plain(v) for k, v in values.items()}})
-        if self.writer is not None:
-            for k, v in values.items():
-                if isinstance(v, int | float):
-                    self.writer.add_scalar(f"train/{k}", v, step)
-                elif isinstance(v, list) and all(isinstance(x, int | float) for x in v):
-                    for i, x in enumerate(v):  # per unit (DyGA): one curve per unit
-                        self.writer.add_scalar(f"train/{k}/{i}", x, step)
+        self._track(tracker_scalars("train", values), step)
 
     def log_eval(self, step: int, scores: dict, train_s: float) -> None:
         if not self.enabled:
             return
         self._write({"step": step, "train_s": train_s, "eval": scores})
-        if self.writer is not None:
-            for k, v in scores.items():
-                if isinstance(v, int | float) and math.isfinite(v):
-                    self.writer.add_scalar(f"eval/{k}", v, step)
+        finite = {
+            k: v for k, v in scores.items() if isinstance(v, int | float) and math.isfinite(v)
+        }
+        self._track(tracker_scalars("eval", finite), step)
+
+    def log_figure(self, key: str, png: Path, step: int) -> None:
+        """A figure the run saved (DyGA anchors) into the trackers that take images."""
+        for name, tracker in self.trackers:
+            log_figure(name, tracker, key, png, step)
+
+    def _track(self, values: dict, step: int) -> None:
+        if values:
+            for _, tracker in self.trackers:
+                tracker.log(values, step=step)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        for _, tracker in self.trackers:
+            tracker.finish()
+        self.trackers = []
+
+
+def close(self) -> None:
+    if self.writer is not None:
+        self.writer.close()
