@@ -5,6 +5,8 @@ anchoring and Skip Dropout and nothing else; ``factordiff config diff`` shows it
 
 * ``encdiff``   -- the ``quickstart`` recipe (EncDiff encoder, scalar units scored);
 * ``dyga_sd``   -- + DyGA + Skip Dropout: the ``quickstart_dyga`` preset (the paper's method);
+* ``dyga_sd_scalars`` -- the same with anchors on the units' scalars (one 1-D mixture per
+  unit; the scored code itself is pulled);
 * ``control``   -- ``dyga_sd`` with a strong pull (fixed lam 0.5): a positive control, to show
   the design can see anchoring move scores at all;
 * ``dyga``, ``sd`` -- each part alone;
@@ -53,6 +55,7 @@ SHORT = {"factorvae/eval_accuracy": "FactorVAE", "dci/disentanglement": "DCI-D",
 VARIANTS = {
     "encdiff": ("quickstart", []),
     "dyga_sd": ("quickstart_dyga", []),
+    "dyga_sd_scalars": ("quickstart_dyga", ["anchoring.space=scalars"]),
     "control": ("quickstart_dyga", ["anchoring.fixed_lam=0.5"]),
     "dyga": ("quickstart_dyga", ["model.unet.skip_dropout=0.0"]),
     "sd": (
@@ -117,6 +120,8 @@ def anchoring_summary(run: Path) -> dict | None:
         "refit_steps": [r["step"] for r in fits],
         "anchors_per_unit": [r["anchors"] for r in fits],
         "splits_per_unit": [r.get("anchor_splits") for r in fits],
+        "merged_per_unit": [r.get("anchor_merged") for r in fits],
+        "fit_s": [round(r["anchor_fit_s"], 1) for r in fits],
         "filtered_per_unit": [r.get("anchor_filtered") for r in fits],
         "lam_per_unit": mean("anchor_lam") if pulls else None,
         "move_per_unit": mean("anchor_move") if pulls else None,
@@ -195,7 +200,8 @@ def run_cell(variant: str, dataset: str, seed: int, args) -> dict:
            "eval_s": round(time.perf_counter() - start, 1), **metrics.headline(res),
            "factorvae_per_factor": res["factorvae"]["eval_accuracy_per_factor"],
            "factor_names": list(data.factor_names), "cpu": cpu_name(), "threads": 1,
-           "commit": commit(), "anchoring": anchoring_summary(run)}  # fmt: skip
+           "commit": commit(), "represents": model.representation_of,
+           "anchoring": anchoring_summary(run)}  # fmt: skip
     done.write_text(json.dumps({"key": key, "row": row}, indent=1))
     print(f"{dataset} {variant} seed {seed}: " + ", ".join(
         f"{SHORT[k]} {row[k]:.3f}" for k in SCORES if k in row), flush=True)  # fmt: skip
