@@ -80,6 +80,13 @@ def test_readme_python_snippets_run(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             assert tuple(namespace["units"].shape[:2]) == (8, n)
             assert namespace["swapped"].dtype == np.uint8 and namespace["swapped"].shape[0] == 4
             assert namespace["model"].provenance["shipped"] == "quickstart"
+        if "batch" in namespace:  # the loader snippet: the dict its comment promises
+            batch = namespace["batch"]
+            assert set(batch) == {"image", "factors", "index"}
+            assert (
+                batch["image"].shape == (128, 3, 64, 64) and batch["image"].dtype.is_floating_point
+            )
+            assert batch["factors"].shape == (128, 6) and batch["index"].shape == (128,)
 
 
 @pytest.mark.parametrize("command", sorted(FAST))
