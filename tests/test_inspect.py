@@ -252,9 +252,11 @@ def test_report_is_self_contained_valid_html_with_every_section(report: Path) ->
     assert page.stack == []
     for section in ["Config", "Training curves", "Metrics", "DCI importance", "Reconstructions",
                     "Samples", "Latent interchange", "Traversals", "Traversals over anchors",
-                    "Unit histograms", "Anchors at the last refit", "Cross-attention maps",
-                    "How to reproduce"]:  # fmt: skip
+                    "Unit histograms", "Anchors per unit", "Anchors at the last refit",
+                    "Cross-attention maps", "How to reproduce"]:  # fmt: skip
         assert section in page.headings
+    # per unit: K beside the values of the factor it carries most (quickstart: 3 shapes ...)
+    assert re.search(r"<tr><td>0</td><td>\d+</td><td>(shape|scale|hue|pos_x|pos_y) \(\d+% of", text)
     assert "What anchoring did" in page.headings  # the tiny run has DyGA refits
     assert len(page.images) == 11  # 10 figures + the run's newest anchor plot
     assert re.search(r"<td>Skip Dropout</td><td>off</td>", text)  # not 0.0000

@@ -196,6 +196,8 @@ def write_report(
             lambda p: _unit_histograms(model, dataset, p),
             "Red lines: DyGA anchors projected like the codes." if model.anchors else "",
         )
+        if model.anchors is not None and results is not None and "dci" in results:
+            sections.append(("Anchors per unit", _anchors_per_unit(model, results, dataset)))
         anchor_plots = sorted((run_dir / "samples").glob("anchors_*.png"))
         if anchor_plots:  # written by the run at its newest DyGA refit
             note = "Each unit's features on two principal axes; crosses: the Gaussians' means."
@@ -236,6 +238,29 @@ def write_report(
 def _model_label(model, run_dir: Path) -> str:
     shipped = model.provenance.get("shipped")
     return f"shipped model '{shipped}'" if shipped else str(run_dir)
+
+
+def _anchors_per_unit(model, results: dict, dataset) -> str:
+    """Per unit, the Gaussians DyGA kept beside the values of the factor the unit carries
+    most (largest DCI importance): the paper's claim is that K follows the attribute."""
+    importance = np.asarray(results["dci"]["importance_matrix"])  # (codes, factors)
+    names, sizes = list(dataset.factor_names), list(dataset.factor_sizes)
+    rows = []
+    for u, mix in enumerate(model.anchors.units):
+        if u >= len(importance) or not importance[u].any():
+            rows.append([u, mix.n_components, "none (no importance)", "-"])
+            continue
+        f = int(np.argmax(importance[u]))
+        share = importance[u, f] / importance[u].sum()
+        rows.append([u, mix.n_components, f"{names[f]} ({share:.0%} of the unit's importance)",
+                     sizes[f]])  # fmt: skip
+    note = (
+        "<p class='note'>K: Gaussians at the last refit (anchoring.split_rule="
+        f"{html.escape(model.config.anchoring.split_rule)}); a unit that carries one "
+        "factor would ideally have one anchor per value of it.</p>"
+    )
+    return _table(["unit", "K (anchors)", "factor it carries most", "values of that factor"],
+                  rows) + note  # fmt: skip
 
 
 def _provenance_section(model, run_dir: Path, results: dict | None) -> str:
