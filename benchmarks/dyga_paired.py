@@ -314,6 +314,10 @@ def markdown(summary: dict, rows: list[dict], dataset: str, args) -> str:
         cells, detect = [], []
         for k in SCORES:
             d = e["paired_vs_encdiff"][k]
+            if d["n"] < 2:  # one pair: a difference, no interval
+                cells.append(f"{d['mean']:+.3f} (1 seed, no interval)")
+                detect.append("n/a")
+                continue
             mark = " *" if d["ci95"][0] > 0 or d["ci95"][1] < 0 else ""
             cells.append(f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]{mark} "
                          f"{d['ahead']}/{d['n']}")  # fmt: skip
@@ -389,7 +393,7 @@ def main() -> None:
     parser.add_argument("--shard", default="0/1", help="i/n: run every n-th cell from the i-th")
     parser.add_argument("--summarise", action="store_true", help="only summarise finished cells")
     parser.add_argument(
-        "--name", default=None, help="results file stem (default dyga_paired_DATASET)"
+        "--name", default=None, help="results file stem (default dyga_paired_DATASET_full)"
     )
     parser.add_argument("--measure-pull", type=Path, nargs="*", default=None,
                         help="finished run directories: lam / move under both rules")  # fmt: skip
@@ -417,7 +421,7 @@ def main() -> None:
         if done.is_file():
             rows.append(json.loads(done.read_text())["row"])
     summary = summarise(rows, variants, seeds)
-    stem = RESULTS / (args.name or f"dyga_paired_{args.dataset}")
+    stem = RESULTS / (args.name or f"dyga_paired_{args.dataset}_full")
     table = markdown(summary, rows, args.dataset, args)
     print(table)
     report = {"args": {k: str(v) for k, v in vars(args).items()}, "variants": VARIANTS,
