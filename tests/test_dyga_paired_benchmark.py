@@ -1,0 +1,57 @@
+"""benchmarks/dyga_paired.py: the arms differ from EncDiff only where they should, the
+primary pair runs first, and the paired statistics are the textbook ones (no training here:
+the grid is run by hand, its results are committed under benchmarks/results/)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from factordiff.config import config_diff
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield importlib.import_module("dyga_paired")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_each_arm_is_encdiff_plus_its_own_change(bench) -> None:
+    args = SimpleNamespace(steps=3500, data_root=None, set=[])
+    base = bench.cell_config("encdiff", "quickstart", 3, args)[2]
+    assert (base.train.max_steps, base.train.seed, base.train.mixed_precision) == (3500, 3, "bf16")
+    allowed = ("anchoring.", "model.unet.skip_dropout")
+    for arm in ("dyga_sd", "dyga_sd_scalars", "control", "dyga", "sd", "dyga_official_sd"):
+        differ = config_diff(base, bench.cell_config(arm, "quickstart", 3, args)[2])
+        assert differ and all(k.startswith(allowed) for k in differ), (arm, differ)
+    heldout = bench.cell_config("encdiff", "heldout", 0, SimpleNamespace(**{**vars(args),
+                                "data_root": "runs/h"}))[2]  # fmt: skip
+    assert (heldout.data.name, heldout.data.root, heldout.data.image_size) == (
+        "imagefolder", "runs/h", 32)  # fmt: skip
+
+
+def test_the_primary_pair_runs_first_seed_by_seed(bench) -> None:
+    cells = bench.grid_cells(["encdiff", "control", "dyga_sd"], [0, 1])
+    assert cells == [("encdiff", 0), ("dyga_sd", 0), ("encdiff", 1), ("dyga_sd", 1),
+                     ("control", 0), ("control", 1)]  # fmt: skip
+
+
+def test_paired_t_interval_and_detectable_difference(bench) -> None:
+    out = bench.paired_t([0.1, 0.2, 0.3])
+    # mean 0.2, sd 0.1, se 0.1 / sqrt(3); t(0.975, 2) = 4.3027, t(0.8, 2) = 1.0607
+    assert out["mean"] == pytest.approx(0.2) and out["sd"] == pytest.approx(0.1)
+    assert out["ci95"] == pytest.approx([0.2 - 0.24842, 0.2 + 0.24842], abs=1e-4)
+    assert out["detectable"] == pytest.approx((4.3027 + 1.0607) * 0.1 / 3**0.5, abs=1e-3)
+    assert (out["ahead"], out["n"]) == (3, 3)
+    one = bench.paired_t([0.05])
+    assert one["mean"] == 0.05 and one["n"] == 1  # one pair: no interval (NaN bounds)
+    assert all(x != x for x in one["ci95"])
