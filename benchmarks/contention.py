@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from train_throughput import cpu_name
+
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).parent.parent
 MATMUL = "import torch\na = torch.randn(1024, 1024)\nwhile True:\n    a = torch.tanh(a @ a / 32)\n"
@@ -51,13 +53,6 @@ SCENARIOS = [
     ("training beside, auto (both)", "training", 0, {}, 60),
     ("tests beside, auto", "tests", 0, {}, 60),
 ]  # fmt: skip
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def images_per_s(run: Path) -> tuple[float, list[int]]:

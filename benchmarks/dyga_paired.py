@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import time
@@ -45,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import stats
+from train_throughput import cpu_name
 
 RESULTS = Path(__file__).parent / "results"
 SCORES = ["factorvae/eval_accuracy", "dci/disentanglement", "dci/completeness",
@@ -86,16 +86,6 @@ def cell_config(variant: str, dataset: str, seed: int, args):
                  f"train.max_steps={args.steps}", f"train.checkpoint_every={min(500, args.steps)}",
                  "train.eval_every=0", "train.keep_checkpoints=1", *args.set]  # fmt: skip
     return preset, overrides, load_config(preset, overrides)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def commit() -> str:
