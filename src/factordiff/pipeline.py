@@ -327,7 +327,7 @@ class FactorDiffusion(ImageModel):
         with self._eval_mode():
             scalars = scalars.to(self.device)
             if self.anchors is not None and self._anchors_on_scalars:
-                scalars = self.anchors.align(scalars[..., None])[..., 0]
+                scalars = self._aligned_scalars(scalars)
             tokens = self.encoder.to_tokens(scalars)
             if self.anchors is None or self._anchors_on_scalars:
                 return tokens
@@ -345,12 +345,15 @@ class FactorDiffusion(ImageModel):
                 if self.anchors is None or not self._anchors_on_scalars:
                     return self.scalars(images, batch_size).float().cpu().numpy()
                 pulled = self._batched(
-                    lambda x: self.anchors.align(self.encoder(x)[0][..., None])[..., 0],
-                    images, batch_size,
-                )  # fmt: skip
+                    lambda x: self._aligned_scalars(self.encoder(x)[0]), images, batch_size
+                )
                 return torch.cat(pulled).float().cpu().numpy()
             parts = self._batched(self.units, images, batch_size)
             return torch.cat(parts).float().cpu().numpy()
+
+    def _aligned_scalars(self, scalars: torch.Tensor) -> torch.Tensor:
+        """Scalars (B, N) moved toward their 1-D anchors (``anchoring.space=scalars``)."""
+        return self.anchors.align(scalars[..., None])[..., 0]
 
     @property
     def _represents_scalars(self) -> bool:

@@ -220,7 +220,7 @@ def _adapt_k(x, res, iters, g, max_moves, max_components):
         bic, fit = _bic(x, lab, kk, iters, g)
         if bic >= best:
             break
-        best, res, k = bic, fit, kk
+        best, res = bic, fit
         labels, k = _compact(res.log_resp[0].argmax(-1))
         splits, merges = splits + (kind == "split"), merges + (kind == "merge")
     return res, splits, merges
