@@ -4,9 +4,10 @@ Arms, each built from a preset by composition (``quickstart_dyga`` is ``quicksta
 anchoring and Skip Dropout and nothing else; ``factordiff config diff`` shows it):
 
 * ``encdiff``   -- the ``quickstart`` recipe (EncDiff encoder, scalar units scored);
-* ``dyga_sd``   -- + DyGA + Skip Dropout: the ``quickstart_dyga`` preset (the paper's method);
-* ``dyga_sd_scalars`` -- the same with anchors on the units' scalars (one 1-D mixture per
-  unit; the scored code itself is pulled);
+* ``dyga_sd``   -- + DyGA + Skip Dropout: the ``quickstart_dyga`` preset (the paper's method,
+  anchors on the units' scalars: one 1-D mixture per unit, the scored code itself pulled);
+* ``dyga_sd_tokens`` -- the same with anchors on the units' tokens (what the U-Net attends
+  to, as the paper anchors its features): the space screen, seed 0;
 * ``control``   -- ``dyga_sd`` with a strong pull (fixed lam 0.5): a positive control, to show
   the design can see anchoring move scores at all;
 * ``dyga``, ``sd`` -- each part alone;
@@ -22,7 +23,11 @@ design detects (80 % power, two-sided 5 %), and per-factor FactorVAE vote accura
 
 Each cell is one run directory with ``cell.json`` when finished (its preset, overrides, the
 commit and CPU it ran on); a finished cell with the same settings is never rerun, a killed
-one resumes from its last checkpoint. Cells run one thread each: ``--shard i/n`` runs every
+one resumes from its last checkpoint. Rows already in the committed results JSON are kept
+(run directories are not committed); a new cell of the same arm and seed replaces its row,
+and the replaced row is kept under ``replaced_rows``. A pair counts only when both of its
+cells ran on the same CPU model: BLAS kernels differ between machines, so a cross-machine
+pair would differ in more than the arm. Cells run one thread each: ``--shard i/n`` runs every
 n-th cell (n processes for n cores). ``--summarise`` only reads the cells and writes JSON +
 markdown + a plot; run it whenever cells finish (partial grids are summarised as they are).
 
@@ -55,7 +60,7 @@ SHORT = {"factorvae/eval_accuracy": "FactorVAE", "dci/disentanglement": "DCI-D",
 VARIANTS = {
     "encdiff": ("quickstart", []),
     "dyga_sd": ("quickstart_dyga", []),
-    "dyga_sd_scalars": ("quickstart_dyga", ["anchoring.space=scalars"]),
+    "dyga_sd_tokens": ("quickstart_dyga", ["anchoring.space=tokens"]),
     "control": ("quickstart_dyga", ["anchoring.fixed_lam=0.5"]),
     "dyga": ("quickstart_dyga", ["model.unet.skip_dropout=0.0"]),
     "sd": (
@@ -243,6 +248,10 @@ def paired_t(diffs: list[float]) -> dict:
 
 def summarise(rows: list[dict], variants: list[str], seeds: list[int]) -> dict:
     by = {(r["variant"], r["seed"]): r for r in rows}
+
+    def same_machine(v: str, s: int) -> bool:
+        return ("encdiff", s) in by and by[(v, s)].get("cpu") == by[("encdiff", s)].get("cpu")
+
     out: dict = {}
     for v in variants:
         have = [s for s in seeds if (v, s) in by]
@@ -254,7 +263,7 @@ def summarise(rows: list[dict], variants: list[str], seeds: list[int]) -> dict:
             entry["scores"][k] = {"mean": statistics.mean(vals),
                                   "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
                                   "per_seed": vals}  # fmt: skip
-            pair = [s for s in have if ("encdiff", s) in by]
+            pair = [s for s in have if same_machine(v, s)]
             if v != "encdiff" and pair:
                 diffs = [by[(v, s)][k] - by[("encdiff", s)][k] for s in pair]
                 entry["paired_vs_encdiff"][k] = {"seeds": pair, **paired_t(diffs)}
@@ -363,6 +372,25 @@ def plot(summary: dict, dataset: str, out: Path) -> None:
     fig.savefig(out, dpi=100)
 
 
+def committed_rows(path: Path) -> tuple[list[dict], list[dict]]:
+    """The rows (and replaced rows) of an earlier summary: finished cells whose run
+    directories are not in the repository."""
+    if not path.is_file():
+        return [], []
+    found = json.loads(path.read_text())
+    return found.get("rows", []), found.get("replaced_rows", [])
+
+
+def merge_row(rows: list[dict], replaced: list[dict], row: dict) -> tuple[list, list]:
+    """Add a finished cell's row; an earlier row of the same arm and seed that differs from it
+    moves to ``replaced`` (kept, with the machine and commit it ran on)."""
+    same = [r for r in rows if (r["variant"], r["seed"]) == (row["variant"], row["seed"])]
+    if same and same[0] == row:
+        return rows, replaced
+    keep = [r for r in rows if r not in same]
+    return [*keep, row], [*replaced, *same]
+
+
 def grid_cells(variants: list[str], seeds: list[int]) -> list[tuple[str, int]]:
     """The primary pair seed by seed first, then each other arm over all seeds in order."""
     cells = [(v, s) for s in seeds for v in variants if v in PRIMARY]
@@ -405,17 +433,17 @@ def main() -> None:
         for v, s in cells[i::n]:
             run_cell(v, args.dataset, s, args)
         return
-    rows = []
+    stem = RESULTS / (args.name or f"dyga_paired_{args.dataset}_full")
+    rows, replaced = committed_rows(stem.with_suffix(".json"))
     for v, s in cells:
         done = args.runs / f"{args.dataset}-{v}-seed{s}" / "cell.json"
         if done.is_file():
-            rows.append(json.loads(done.read_text())["row"])
+            rows, replaced = merge_row(rows, replaced, json.loads(done.read_text())["row"])
     summary = summarise(rows, variants, seeds)
-    stem = RESULTS / (args.name or f"dyga_paired_{args.dataset}_full")
     table = markdown(summary, rows, args.dataset, args)
     print(table)
     report = {"args": {k: str(v) for k, v in vars(args).items()}, "variants": VARIANTS,
-              "rows": rows, "summary": summary}  # fmt: skip
+              "rows": rows, "replaced_rows": replaced, "summary": summary}  # fmt: skip
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1))
     stem.with_suffix(".md").write_text(table)
     if any(e["paired_vs_encdiff"] for e in summary.values()):

@@ -165,8 +165,9 @@ def test_provenance_survives_save_and_load(tmp_path: Path) -> None:
 def test_config_diff_prints_the_differing_settings() -> None:
     result = runner.invoke(app, ["config", "diff", "quickstart", "quickstart_dyga"])
     assert result.exit_code == 0, result.output
-    assert "4 settings differ" in result.output
-    for key in ("anchoring.enabled", "anchoring.every_steps", "model.unet.skip_dropout"):
+    assert "5 settings differ" in result.output
+    for key in ("anchoring.enabled", "anchoring.space", "anchoring.every_steps",
+                "model.unet.skip_dropout"):  # fmt: skip
         assert key in result.output
     assert "train.max_steps" not in result.output
     same = runner.invoke(app, ["config", "diff", "quickstart", "quickstart"])

@@ -30,7 +30,7 @@ def test_each_arm_is_encdiff_plus_its_own_change(bench) -> None:
     base = bench.cell_config("encdiff", "quickstart", 3, args)[2]
     assert (base.train.max_steps, base.train.seed, base.train.mixed_precision) == (3500, 3, "bf16")
     allowed = ("anchoring.", "model.unet.skip_dropout")
-    for arm in ("dyga_sd", "dyga_sd_scalars", "control", "dyga", "sd", "dyga_official_sd"):
+    for arm in ("dyga_sd", "dyga_sd_tokens", "control", "dyga", "sd", "dyga_official_sd"):
         differ = config_diff(base, bench.cell_config(arm, "quickstart", 3, args)[2])
         assert differ and all(k.startswith(allowed) for k in differ), (arm, differ)
     heldout = bench.cell_config("encdiff", "heldout", 0, SimpleNamespace(**{**vars(args),
@@ -55,3 +55,22 @@ def test_paired_t_interval_and_detectable_difference(bench) -> None:
     one = bench.paired_t([0.05])
     assert one["mean"] == 0.05 and one["n"] == 1  # one pair: no interval (NaN bounds)
     assert all(x != x for x in one["ci95"])
+
+
+def test_committed_rows_are_kept_and_pairs_stay_on_one_machine(bench) -> None:
+    def row(variant, seed, cpu, score):
+        return {"variant": variant, "seed": seed, "cpu": cpu,
+                **{k: score for k in bench.SCORES}}  # fmt: skip
+
+    rows = [row("encdiff", 0, "AMD", 0.5), row("dyga_sd", 0, "AMD", 0.6),
+            row("encdiff", 1, "AMD", 0.5)]  # fmt: skip
+    rows, replaced = bench.merge_row(rows, [], row("dyga_sd", 1, "Intel", 0.9))
+    # seed 1's arms ran on different CPUs: no pair yet
+    paired = bench.summarise(rows, ["encdiff", "dyga_sd"], [0, 1])["dyga_sd"]
+    assert paired["paired_vs_encdiff"]["dci/disentanglement"]["seeds"] == [0]
+    rows, replaced = bench.merge_row(rows, replaced, row("encdiff", 1, "Intel", 0.7))
+    assert [r["cpu"] for r in replaced] == ["AMD"] and len(rows) == 4
+    paired = bench.summarise(rows, ["encdiff", "dyga_sd"], [0, 1])["dyga_sd"]
+    d = paired["paired_vs_encdiff"]["dci/disentanglement"]
+    assert d["seeds"] == [0, 1] and d["per_seed"] == pytest.approx([0.1, 0.2])
+    assert bench.merge_row(rows, replaced, rows[-1]) == (rows, replaced)  # the same cell again
