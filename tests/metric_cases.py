@@ -277,3 +277,22 @@ REPRESENTATIONS = {
 def quantised(codes: np.ndarray, step: float = 0.5) -> np.ndarray:
     """Codes rounded to multiples of ``step``: discrete latents for InfoMEC's discrete mode."""
     return np.round(codes / step) * step
+
+
+def udr_runs() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Four runs' codes of the same 1000 points and their per-unit KL, for UDR: the factors
+    themselves; permuted, sign-flipped and scaled; randomly rotated (entangled); squashed,
+    noisier, with its last unit inactive (KL 0.001)."""
+    rs = np.random.RandomState(7)
+    n, d = 1000, 5
+    f = rs.uniform(-1, 1, (n, d))
+    perm, sign = np.array([3, 0, 4, 1, 2]), np.array([1, -1, 1, 1, -1])
+    q, _ = np.linalg.qr(rs.normal(size=(d, d)))
+    runs = [
+        f + 0.05 * rs.normal(size=(n, d)),
+        (f[:, perm] * sign) * 3.0 + 0.05 * rs.normal(size=(n, d)),
+        f @ q + 0.05 * rs.normal(size=(n, d)),
+        np.tanh(2 * f) + 0.2 * rs.normal(size=(n, d)),
+    ]
+    kl = [np.ones(d), np.ones(d), np.ones(d), np.array([1.0, 1.0, 1.0, 1.0, 0.001])]
+    return runs, kl

@@ -68,6 +68,17 @@ class VAEModel(ImageModel):
     #: what ``represent`` returns, for eval.json
     representation_of = "the encoder's posterior means"
 
+    @torch.no_grad()
+    def unit_kl(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """Each latent's mean KL to the N(0, 1) prior over ``images`` (latent_dim,): UDR's
+        test of which latents are active (disentanglement_lib: KL > 0.01)."""
+        with self._eval_mode():
+            parts = self._batched(self.vae.encoder, images, batch_size)
+        mean = torch.cat([p[0] for p in parts]).double()
+        log_var = torch.cat([p[1] for p in parts]).double()
+        kl = 0.5 * (mean.square() + log_var.exp() - log_var - 1)
+        return kl.mean(dim=0).cpu().numpy()
+
     def _generate(
         self, units: torch.Tensor, steps: int | None, eta: float | None, seed: int,
         progress: Callable | None,

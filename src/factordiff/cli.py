@@ -447,6 +447,35 @@ def downstream(
     console.print(f"wrote {save_downstream_plot(res, json_out.with_suffix('.png'))}")
 
 
+@app.command("udr")
+def udr_command(
+    runs: list[Path] = typer.Argument(..., help="Two or more runs (" + MODEL_HELP + ")"),
+    images: int = typer.Option(1000, help="Images every run encodes (disentanglement_lib: 1000)."),
+    correlation: str = typer.Option("lasso", help="lasso (UDR_L, the default) or spearman."),
+    seed: int = typer.Option(0, help="Seed of the image draw."),
+    device: str = typer.Option("cpu"),
+    out: Path = typer.Option(Path("udr.json"), help="JSON path."),
+) -> None:
+    """Rank runs without labels: UDR (Duan et al. 2020, disentanglement_lib's definition)
+    scores each run by how well the other runs' units match its own on the same images."""
+    from factordiff.selection import udr_of_runs
+
+    if correlation not in ("lasso", "spearman"):
+        raise FactordiffError(f"--correlation must be lasso or spearman, got {correlation!r}")
+    res = udr_of_runs(list(runs), images, correlation, seed, device)
+    d = res["dataset"]
+    table = Table(title=f"UDR ({correlation}) on {d['images']} images of {d['name']}, best first")
+    for col in ("rank", "run", "UDR", "active units"):
+        table.add_column(col)
+    for rank, run in enumerate(res["ranking"], 1):
+        i = res["runs"].index(run)
+        active = res["active"][i]
+        table.add_row(str(rank), run, f"{res['scores'][i]:.3f}", f"{sum(active)} / {len(active)}")
+    console.print(table)
+    console.print(f"active units: {res['activity_rule']}", markup=False)
+    _write_json(out, res)
+
+
 @app.command()
 def report(
     run_dir: Path = typer.Argument(..., help=MODEL_HELP),

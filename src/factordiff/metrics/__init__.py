@@ -18,6 +18,7 @@ from factordiff.metrics.mig import mig
 from factordiff.metrics.modularity import modularity
 from factordiff.metrics.sap import sap
 from factordiff.metrics.tad import tad
+from factordiff.metrics.udr import udr
 from factordiff.metrics.utils import MetricInputError
 
 
@@ -47,4 +48,5 @@ __all__ = [
     "modularity",
     "sap",
     "tad",
+    "udr",
 ]
