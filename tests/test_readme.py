@@ -40,6 +40,9 @@ NOT_RUN = {  # command -> why a test cannot run it
     "factordiff train quickstart_dyga --out runs/qs_dyga": "an hour of training",
     "factordiff data prepare dsprites --root ~/data/dsprites": "a download",
     "factordiff metrics codes.npz --out scores.json": "the user's own codes file",
+    "factordiff udr runs/mine-seed0 runs/mine-seed1 runs/mine-seed2 --images 1000": (
+        "the user's own runs (tests/test_selection.py runs `udr` on trained runs)"
+    ),
 }
 
 
