@@ -23,7 +23,7 @@ import torch
 
 from factordiff import metrics
 from factordiff.config import load_config
-from factordiff.families import load_dataset
+from factordiff.data import load_dataset
 from factordiff.pipeline import FactorDiffusion
 from factordiff.training import train
 
@@ -76,7 +76,7 @@ def run(name: str, seed: int, steps: int, scale: float, out: Path) -> dict:
     train(cfg, run_dir, progress=False)
     seconds = time.perf_counter() - start
     model = FactorDiffusion.from_pretrained(run_dir)
-    dataset = load_dataset(cfg)
+    dataset = load_dataset(cfg.data)
     res = metrics.evaluate(
         model.represent, dataset, cfg.eval.metrics, 0, scale=scale, progress=False
     )

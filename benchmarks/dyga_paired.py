@@ -169,7 +169,7 @@ def run_cell(variant: str, dataset: str, seed: int, args) -> dict:
     import torch
 
     from factordiff import metrics
-    from factordiff.families import load_dataset
+    from factordiff.data import load_dataset
     from factordiff.pipeline import FactorDiffusion
     from factordiff.training import train
 
@@ -184,7 +184,7 @@ def run_cell(variant: str, dataset: str, seed: int, args) -> dict:
     train(cfg, run, progress=False)  # resumes a cell killed mid-training
     train_s = time.perf_counter() - start
     model = FactorDiffusion.from_pretrained(run)
-    data = load_dataset(cfg)
+    data = load_dataset(cfg.data)
     start = time.perf_counter()
     if cfg.data.name != "imagefolder":  # a full procedural grid: render each image once
         data = GridImages(data)
@@ -209,12 +209,12 @@ def measure_pull(run: Path, n_images: int = 1024, batch: int = 64) -> dict:
     mean lam, the move as a share of the distance to the anchor, the zero share."""
     import torch
 
-    from factordiff.families import load_dataset
+    from factordiff.data import load_dataset
     from factordiff.models.anchoring import Anchors
     from factordiff.pipeline import FactorDiffusion
 
     model = FactorDiffusion.from_pretrained(run)
-    data = load_dataset(model.config)
+    data = load_dataset(model.config.data)
     rows = np.sort(np.random.RandomState(0).choice(len(data), n_images, replace=False))
     with torch.no_grad():
         model.eval()

@@ -221,13 +221,13 @@ def flops_baseline(preset: str) -> float:
 
 def data_and_anchor_shares(preset: str, batch: int, step_s: float) -> dict:
     """Batch fetch + preparation time per step, and one DyGA refit against its interval."""
-    from factordiff.families import load_dataset
+    from factordiff.data import load_dataset
     from factordiff.pipeline import FactorDiffusion
     from factordiff.training.batches import StepBatches
     from factordiff.training.dyga import refit_anchors
 
     cfg = config_for(preset, 1, batch, [])
-    dataset = load_dataset(cfg)
+    dataset = load_dataset(cfg.data)
     model = FactorDiffusion(cfg)
     batches = StepBatches(len(dataset), cfg.train.batch_size, cfg.train.seed)
     model.prepare_images(dataset.images_at(batches.rows(0, 0, 1)))  # warm caches

@@ -11,7 +11,6 @@ import torch
 from typer.testing import CliRunner
 
 import factordiff as fd
-from factordiff.baseline_pipeline import VAEModel
 from factordiff.checkpoint import latest_checkpoint, load_tensors
 from factordiff.cli import app
 from factordiff.config import ConfigError, load_config, preset_names
@@ -23,6 +22,7 @@ from factordiff.models.baselines import (
     permute_dims,
     total_correlation,
 )
+from factordiff.pipeline import VAEModel
 from factordiff.training import train
 
 VAE_PRESETS = [

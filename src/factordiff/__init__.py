@@ -6,9 +6,9 @@ import importlib
 from typing import Any
 
 from factordiff import data
+from factordiff._version import __version__
 from factordiff.errors import FactordiffError
 
-__version__ = "0.3.0"
 __all__ = [
     "FactorDiffusion",
     "FactordiffError",
@@ -27,5 +27,5 @@ def __getattr__(name: str) -> Any:
     if name == "FactorDiffusion":
         return importlib.import_module("factordiff.pipeline").FactorDiffusion
     if name == "load_pretrained":
-        return importlib.import_module("factordiff.families").load_pretrained
+        return importlib.import_module("factordiff.pipeline").load_pretrained
     raise AttributeError(f"module 'factordiff' has no attribute {name!r}")

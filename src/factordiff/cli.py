@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from factordiff import __version__
+from factordiff._version import __version__
 from factordiff.errors import FactordiffError
 
 app = typer.Typer(
@@ -295,10 +295,11 @@ def eval_command(
 
 
 def _load_run(run_dir: Path, device: str):
-    from factordiff.families import load_dataset, load_pretrained
+    from factordiff.data import load_dataset
+    from factordiff.pipeline import load_pretrained
 
     model = load_pretrained(run_dir, device=device)
-    return model, load_dataset(model.config)
+    return model, load_dataset(model.config.data)
 
 
 def _model_dir(model) -> Path:

@@ -33,7 +33,8 @@ def udr_of_runs(
     """UDR of each run in ``runs`` (run directories or shipped model names), on ``n_images``
     images drawn with ``RandomState(seed)`` from the first run's dataset. The result is
     ``fd.metrics.udr``'s, plus the runs, the ranking (best first) and the images used."""
-    from factordiff.families import load_dataset, load_pretrained
+    from factordiff.data import load_dataset
+    from factordiff.pipeline import load_pretrained
 
     if len(runs) < 2:
         raise FactordiffError(f"UDR compares runs: give at least 2, got {len(runs)}")
@@ -41,7 +42,7 @@ def udr_of_runs(
         raise FactordiffError(f"--images must be at least 2, got {n_images}")
     models = [load_pretrained(run, device=device) for run in runs]
     _check_same_data(runs, models)
-    dataset = load_dataset(models[0].config)
+    dataset = load_dataset(models[0].config.data)
     n = min(n_images, len(dataset))
     rows = np.sort(np.random.RandomState(seed).choice(len(dataset), n, replace=False))
     images = dataset.images_at(rows)

@@ -12,10 +12,10 @@ import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from factordiff.data.base import FactorDataset
-from factordiff.errors import DatasetError
+from factordiff.errors import ConfigError, DatasetError
 
 #: Environment variable holding a default data root (``<root>/<dataset name>``).
 DATA_ROOT_ENV = "FACTORDIFF_DATA"
@@ -184,3 +184,30 @@ def _how_to_get(name: str) -> str:
 
 def names() -> list[str]:
     return list(DATASETS)
+
+
+class DataSection(Protocol):
+    """What ``load_dataset`` reads of a config's ``data`` section (data never imports the
+    config module: the config validates dataset names through this registry)."""
+
+    name: str
+    root: str | None
+    in_memory: bool
+    cache_dir: str | None
+
+
+def load_dataset(data: DataSection) -> FactorDataset:
+    """The dataset a run's ``data`` section names, with the loading options only some
+    datasets take: ``load_dataset(cfg.data)``."""
+    kwargs: dict = {}
+    if data.in_memory:
+        kwargs["in_memory"] = True
+    if data.cache_dir:
+        kwargs["cache_dir"] = data.cache_dir
+    try:
+        return load(data.name, root=data.root, **kwargs)
+    except TypeError as exc:  # an option the dataset's class does not take
+        raise ConfigError(
+            f"data.in_memory / data.cache_dir: not supported for dataset {data.name!r} "
+            f"with data.root={data.root!r} ({exc})"
+        ) from None

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 import numpy as np
 from tqdm.auto import tqdm
 
-from factordiff import __version__
+from factordiff._version import __version__
 from factordiff.data.base import FactorDataset
 from factordiff.metrics.utils import (
     MetricInputError,

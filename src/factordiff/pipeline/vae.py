@@ -16,12 +16,13 @@ from torch import nn
 
 from factordiff.config import Config
 from factordiff.models.baselines import BetaVAEFamily
-from factordiff.pipeline import ImageModel
+from factordiff.pipeline.base import ImageModel
 
 
 class VAEModel(ImageModel):
     #: the reference represents with the trained weights; no EMA is used to load
     loads_ema = False
+    families = ("betavae", "betatcvae", "factorvae")
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)

@@ -30,11 +30,11 @@ from tqdm.auto import tqdm
 
 from factordiff.checkpoint import latest_checkpoint
 from factordiff.config import Config, flat_settings
+from factordiff.data import load_dataset
 from factordiff.data.base import FactorDataset
 from factordiff.diffusion import sample_timesteps
 from factordiff.errors import ConfigError
-from factordiff.families import build_model, load_dataset
-from factordiff.pipeline import ImageModel, resolve_image_size
+from factordiff.pipeline import ImageModel, build_model, resolve_image_size
 from factordiff.training import dyga
 from factordiff.training.batches import (
     batch_stream,
@@ -69,7 +69,7 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
             f"train.batch_size {t.batch_size} must divide by processes x grad_accum = {n_chunks}"
         )
     cfg = prepare_run_dir(cfg, run_dir)
-    dataset = load_dataset(cfg)
+    dataset = load_dataset(cfg.data)
     cfg.data.image_size = resolve_image_size(cfg)
     torch.manual_seed(t.seed)  # same initial weights on every process
     model = build_model(cfg).to(acc.device)

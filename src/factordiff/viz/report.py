@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from factordiff import __version__
+from factordiff._version import __version__
 from factordiff.metrics.evaluate import HEADLINE
 from factordiff.metrics.representation import UnitPCA
 from factordiff.viz import grids, plots
