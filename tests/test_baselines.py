@@ -73,7 +73,7 @@ def test_permute_dims_shuffles_each_column_separately() -> None:
 
 def test_factorvae_discriminator_learns_only_from_its_own_loss() -> None:
     torch.manual_seed(0)
-    vae = BetaVAEFamily("factorvae", 32, latent_dim=4, gamma=10.0)
+    vae = BetaVAEFamily("factorvae", 32, latent_dim=4, beta=1.0, gamma=10.0)
     x = torch.rand(8, 3, 32, 32) * 2 - 1
     torch.manual_seed(1)
     vae.loss(x)[0].backward()

@@ -122,9 +122,8 @@ class BetaVAEFamily(nn.Module):
     """Encoder, decoder and (FactorVAE) discriminator; ``loss(x)`` in [-1, 1] images."""
 
     def __init__(
-        self, family: str, image_size: int, latent_dim: int = 10, beta: float = 1.0,
-        gamma: float = 10.0,
-    ) -> None:  # fmt: skip
+        self, family: str, image_size: int, latent_dim: int, beta: float, gamma: float
+    ) -> None:  # the defaults are the config's (model.vae), written once there
         super().__init__()
         if family not in FAMILIES:
             raise ValueError(f"unknown VAE family {family!r}; expected one of {FAMILIES}")

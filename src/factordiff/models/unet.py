@@ -149,8 +149,9 @@ class UNet(Network):
         num_heads: int = 8,
         dropout: float = 0.0,
         skip_dropout: float = 0.0,
-        # downsampling factors whose skips Skip Dropout drops; empty or None: every skip
-        skip_dropout_resolutions: tuple[int, ...] | list[int] | None = None,
+        # downsampling factors whose skips Skip Dropout drops (the config's default); empty or
+        # None: every skip
+        skip_dropout_resolutions: tuple[int, ...] | list[int] | None = (1, 2),
     ) -> None:
         super().__init__()
         mc = model_channels
