@@ -16,6 +16,9 @@ from rich.table import Table
 
 from factordiff._version import __version__
 from factordiff.errors import FactordiffError
+from factordiff.metric_registry import METRICS as _METRICS
+
+METRIC_NAMES = tuple(n for n, m in _METRICS.items() if m.inputs != "generation")  # of codes
 
 app = typer.Typer(
     help="Disentangled representation learning with diffusion models (EncDiff, DyGA + SD).",
@@ -164,7 +167,7 @@ def metrics_command(
     ),
     metrics: str = typer.Option(
         "dci,mig,sap,modularity,infomec",
-        help="Comma-separated: factorvae, betavae, dci, mig, sap, modularity, infomec, tad.",
+        help="Comma-separated, any of: " + ", ".join(METRIC_NAMES) + ".",
     ),
     backend: str = typer.Option(
         "lightgbm", help="DCI trees: lightgbm (fast) or sklearn (reference)."
@@ -196,14 +199,14 @@ def metrics_command(
 
 
 def _score_table(results: dict, names: list[str], title: str) -> Table:
-    from factordiff.metrics.evaluate import HEADLINE
+    from factordiff.metric_registry import METRICS, normalise
 
     table = Table(title=title)
     for col in ("metric", "score", "value", "seconds"):
         table.add_column(col)
     for name in names:
-        res = results[name.lower().replace("-", "").replace("_", "")]
-        for key in HEADLINE[name.lower().replace("-", "").replace("_", "")]:
+        res = results[normalise(name)]
+        for key in METRICS[normalise(name)].headline:
             value = res[key]
             shown = f"{value:.4f}" if isinstance(value, float) else str(value)
             table.add_row(name, key, shown, f"{res['seconds']:.2f}")
@@ -262,7 +265,8 @@ def eval_command(
 ) -> None:
     """Score a trained model with the paper protocol (disentanglement_lib settings)."""
     from factordiff import metrics as fd_metrics
-    from factordiff.config import CHOICES
+    from factordiff.choices import CHOICES
+    from factordiff.metric_registry import normalise
 
     model, dataset = _load_run(run_dir, device)
     json_out = _output(model, "eval.json", out)
@@ -280,7 +284,10 @@ def eval_command(
     )  # fmt: skip
     results["protocol"]["represents"] = model.representation_of
     console.print(f"scored: {results['protocol']['represents']}", markup=False)
-    console.print(_score_table(results, names, f"{run_dir}: {cfg.data.name}, scale {scale}"))
+    for name, why in results["protocol"].get("not_scored", {}).items():
+        console.print(f"not scored: {name} -- {why}", markup=False)
+    scored = [n for n in names if normalise(n) in results]
+    console.print(_score_table(results, scored, f"{run_dir}: {cfg.data.name}, scale {scale}"))
     cache = results["protocol"]["codes_cache"]
     if cache["used"]:
         console.print(

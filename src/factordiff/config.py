@@ -20,7 +20,8 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from factordiff.errors import ConfigError
+from factordiff.choices import CHOICES
+from factordiff.errors import ConfigError, MetricInputError
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
@@ -197,26 +198,6 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-#: Allowed values of the string options, checked by ``validate``.
-CHOICES: dict[str, tuple[str, ...]] = {
-    "model.family": ("diffusion", "betavae", "betatcvae", "factorvae"),
-    "model.first_stage.kind": ("vq", "kl", "unshuffle", "none"),
-    "model.first_stage.loss": ("l1", "l2"),
-    "model.encoder.kind": ("encdiff", "dyga"),
-    "diffusion.beta_schedule": ("scaled_linear", "linear"),
-    "diffusion.prediction": ("epsilon", "v_prediction", "sample"),
-    "diffusion.loss": ("l1", "l2"),
-    "diffusion.t_sampling": ("uniform", "cosmap"),
-    "train.mixed_precision": ("no", "fp16", "bf16"),
-    "train.lr_schedule": ("constant", "cosine"),
-    "eval.representation": ("auto", "scalars", "pca", "flatten"),
-    "anchoring.mode": ("hard", "gumbel"),
-    "anchoring.lam_rule": ("spread", "official"),
-    "anchoring.space": ("tokens", "scalars"),
-    "anchoring.split_rule": ("bic", "distance"),
-}
 
 
 @functools.cache
@@ -432,7 +413,15 @@ def validate(cfg: Config) -> None:
     for key, allowed in CHOICES.items():
         value = _get(cfg, key)
         if value not in allowed:
-            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+            close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}{hint}")
+    from factordiff.metric_registry import resolve
+
+    try:
+        resolve(cfg.eval.metrics)
+    except MetricInputError as exc:
+        raise ConfigError(f"eval.metrics: {exc}") from None
     positive = [
         "model.encoder.n_units",
         "model.encoder.unit_dim",

@@ -20,5 +20,9 @@ class ConfigError(FactordiffError):
     """A config file or override is invalid (unknown key, wrong type, bad value)."""
 
 
+class MetricInputError(FactordiffError, ValueError):
+    """Codes/factors/attributes of the wrong shape, length or content, or an unknown metric."""
+
+
 class DownloadError(FactordiffError):
     """A download failed or its checksum did not match."""

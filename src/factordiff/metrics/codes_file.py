@@ -25,10 +25,11 @@ import numpy as np
 
 from factordiff.data.base import GridDataset
 from factordiff.errors import FactordiffError
+from factordiff.metric_registry import METRICS, resolve, score_arrays
 from factordiff.metrics.utils import MetricInputError, check_codes, check_factors
 
-CODES_FILE_METRICS = ("factorvae", "betavae", "dci", "mig", "sap", "modularity", "infomec", "tad")
-SAMPLING_METRICS = ("factorvae", "betavae")
+#: every registered metric that scores codes (FID scores images)
+CODES_METRICS = tuple(n for n, m in METRICS.items() if m.inputs != "generation")
 
 
 def load_codes(path: Path, train_fraction: float = 2 / 3) -> dict:
@@ -160,30 +161,27 @@ def score_codes(
 ) -> dict:
     """Run the chosen metrics on loaded codes; each result records its seconds (and, for
     FactorVAE/beta-VAE, ``sampling``: how the batches were drawn)."""
-    from factordiff.metrics import beta_vae, factor_vae, tad
-    from factordiff.metrics.evaluate import PROTOCOL, score_arrays
-
-    metrics = [m.lower() for m in metrics]
-    unknown = [m for m in metrics if m not in CODES_FILE_METRICS]
-    if unknown:
-        choices = ", ".join(CODES_FILE_METRICS)
+    metrics = resolve(metrics)
+    of_images = [m for m in metrics if m not in CODES_METRICS]
+    if of_images:
         raise FactordiffError(
-            f"metric(s) {unknown} cannot run on saved codes; choose from {choices}"
+            f"metric(s) {of_images} cannot run on saved codes (they score generated images); "
+            f"choose from {', '.join(CODES_METRICS)}"
         )
     results: dict = {"n_train": len(data["codes"]), "n_test": len(data.get("codes_test", []))}
     for name in metrics:
         if name != "tad" and "factors" not in data:
             raise FactordiffError(f"{name} needs 'factors' in the codes file")
         start = time.perf_counter()
-        if name in SAMPLING_METRICS:
-            size = PROTOCOL[name]
+        metric = METRICS[name]
+        if metric.inputs == "batches":
+            size = metric.protocol
             sampler, how = codes_sampler(data, size["batch_size"], seed)
-            fn = factor_vae if name == "factorvae" else beta_vae
-            res = {**fn(None, None, seed, sampler=sampler, **size), "sampling": how}
-        elif name == "tad":
+            res = {**metric.load()(None, None, seed, sampler=sampler, **size), "sampling": how}
+        elif metric.inputs == "attributes":
             if "attributes" not in data:
-                raise FactordiffError("tad needs 'attributes' in the codes file")
-            res = tad(data["codes_all"], data["attributes"])
+                raise FactordiffError(f"{name} needs 'attributes' in the codes file")
+            res = metric.load()(data["codes_all"], data["attributes"])
         else:
             res = score_arrays(
                 name, data["codes"], data["factors"], data.get("codes_test"),

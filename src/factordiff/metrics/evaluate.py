@@ -14,7 +14,6 @@ sampling path.
 
 from __future__ import annotations
 
-import difflib
 import math
 import time
 from collections.abc import Iterable
@@ -25,6 +24,7 @@ from tqdm.auto import tqdm
 
 from factordiff._version import __version__
 from factordiff.data.base import FactorDataset
+from factordiff.metric_registry import METRICS, resolve, score_arrays
 from factordiff.metrics.utils import (
     MetricInputError,
     Represent,
@@ -32,36 +32,10 @@ from factordiff.metrics.utils import (
     sample_codes,
 )
 
-#: The published protocol (disentanglement_lib unsupervised_study_v1 metric configs).
-PROTOCOL: dict[str, dict] = {
-    "factorvae": {
-        "batch_size": 64,
-        "num_train": 10000,
-        "num_eval": 5000,
-        "num_variance_estimate": 10000,
-        "prune_threshold": 0.05,
-    },
-    "betavae": {"batch_size": 64, "num_train": 10000, "num_eval": 5000},
-    "dci": {"num_train": 10000, "num_test": 5000},
-    "mig": {"num_train": 10000, "num_bins": 20},
-    "sap": {"num_train": 10000, "num_test": 5000},
-    "modularity": {"num_train": 10000, "num_test": 5000, "num_bins": 20},
-    "tad": {"num_samples": 10000},
-    # InfoMEC as the DyGA evaluation runs it: 10000 points drawn like DCI's, continuous codes
-    "infomec": {"num_train": 10000},
-}
-METRICS = tuple(PROTOCOL)
-#: The numbers a paper table reports for each metric (keys of its result dict).
-HEADLINE = {
-    "factorvae": ("eval_accuracy",),
-    "betavae": ("eval_accuracy",),
-    "dci": ("disentanglement", "completeness", "informativeness_test"),
-    "mig": ("mig",),
-    "sap": ("sap",),
-    "modularity": ("modularity", "explicitness"),
-    "tad": ("tad", "n_captured"),
-    "infomec": ("infom", "infoe", "infoc"),
-}
+#: The published protocol's sample counts and each metric's headline numbers, from the
+#: registry (the one place metrics are declared).
+PROTOCOL: dict[str, dict] = {name: dict(m.protocol) for name, m in METRICS.items()}
+HEADLINE: dict[str, tuple[str, ...]] = {name: m.headline for name, m in METRICS.items()}
 
 
 def _jsonable(value: object) -> object:
@@ -89,7 +63,6 @@ def headline(results: dict) -> dict[str, float]:
     }
 
 
-ARRAY_METRICS = ("dci", "mig", "sap", "modularity", "infomec")
 #: Images used to fit the per-unit PCA of vector representations (own RandomState(seed)).
 PCA_FIT_IMAGES = 10000
 
@@ -103,20 +76,6 @@ def protocol_sizes(scale: float = 1.0) -> dict[str, dict]:
             for k, v in params.items()
         }
     return sized
-
-
-def normalise_names(metrics: Iterable[str]) -> list[str]:
-    names = [m.lower().replace("-", "").replace("_", "") for m in metrics]
-    unknown = [m for m in names if m not in PROTOCOL]
-    if unknown:
-        hints = []
-        for m in unknown:
-            close = difflib.get_close_matches(m, list(PROTOCOL), n=1, cutoff=0.6)
-            hints.append(f"{m!r} (did you mean {close[0]!r}?)" if close else repr(m))
-        raise MetricInputError(
-            f"unknown metric(s) {', '.join(hints)}; choose from {', '.join(METRICS)}"
-        )
-    return names
 
 
 def evaluate(
@@ -144,7 +103,6 @@ def evaluate(
     therefore the scores are those of the sampling path. ``"off"`` represents every
     sampled image (needed for a stochastic representation; ``"auto"`` falls back to it).
     """
-    from factordiff.metrics import beta_vae, factor_vae
     from factordiff.metrics.code_cache import CodeCache, cache_plan
     from factordiff.metrics.representation import PROBE_IMAGES, reduce_representation
 
@@ -153,7 +111,11 @@ def evaluate(
             f"scale must be a positive share of the protocol's sample counts (1.0 = the "
             f"published counts, 0.1 = a tenth); got {scale}"
         )
-    names = normalise_names(metrics)
+    names = resolve(metrics)
+    not_scored = {n: "scores generated images against real ones, not the representation: "
+                  "fd.metrics.fid(real, fake, weights=...)"
+                  for n in names if METRICS[n].inputs == "generation"}  # fmt: skip
+    names = [n for n in names if n not in not_scored]
     if not getattr(dataset, "has_ground_truth", True):
         needs_factors = [m for m in names if m != "tad"]
         if needs_factors:
@@ -179,9 +141,10 @@ def evaluate(
             "sizes": {m: sizes[m] for m in names},
             "scored_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "factordiff_version": __version__,
+            **({"not_scored": not_scored} if not_scored else {}),
         }
     }
-    array_names = [m for m in names if m in ARRAY_METRICS]
+    array_names = [m for m in names if METRICS[m].inputs == "arrays"]
     shared = None
     if array_names:  # one draw serves all array metrics: same seed, same points
         rs = np.random.RandomState(seed)
@@ -193,7 +156,8 @@ def evaluate(
     for name in tqdm(names, desc="metrics", disable=not progress):
         start = time.perf_counter()
         size = sizes[name]
-        if name in ARRAY_METRICS:
+        kind = METRICS[name].inputs
+        if kind == "arrays":
             (c_tr, f_tr), test = shared  # type: ignore[misc]
             c_tr, f_tr = c_tr[: size["num_train"]], f_tr[: size["num_train"]]
             c_te = f_te = None
@@ -203,10 +167,8 @@ def evaluate(
                 name, c_tr, f_tr, c_te, f_te,
                 num_bins=size.get("num_bins", 20), dci_backend=dci_backend, seed=seed,
             )  # fmt: skip
-        elif name == "factorvae":
-            res = factor_vae(represent, dataset, seed, **size)
-        elif name == "betavae":
-            res = beta_vae(represent, dataset, seed, **size)
+        elif kind == "batches":
+            res = METRICS[name].load()(represent, dataset, seed, **size)
         else:
             res = tad_on_dataset(represent, dataset, seed, size["num_samples"])
         res["seconds"] = round(time.perf_counter() - start, 3)
@@ -217,40 +179,6 @@ def evaluate(
         **(represent.summary() if isinstance(represent, CodeCache) else {}),
     }
     return results
-
-
-def score_arrays(
-    name: str,
-    codes_train: np.ndarray,
-    factors_train: np.ndarray,
-    codes_test: np.ndarray | None = None,
-    factors_test: np.ndarray | None = None,
-    *,
-    num_bins: int = 20,
-    dci_backend: str = "lightgbm",
-    seed: int = 0,
-) -> dict:
-    """One array metric (dci, mig, sap, modularity or infomec) on given codes.
-
-    The dispatch shared by ``evaluate`` and ``factordiff metrics``; MIG and InfoMEC use
-    only the training points, Modularity uses the test points for explicitness when given.
-    ``seed``: InfoMEC's estimator noise.
-    """
-    from factordiff.metrics import dci, infomec, mig, modularity, sap
-
-    if name == "dci":
-        return dci(codes_train, factors_train, codes_test, factors_test, backend=dci_backend)
-    if name == "mig":
-        return mig(codes_train, factors_train, num_bins=num_bins)
-    if name == "sap":
-        return sap(codes_train, factors_train, codes_test, factors_test)
-    if name == "modularity":
-        return modularity(codes_train, factors_train, codes_test, factors_test, num_bins=num_bins)
-    if name == "infomec":
-        return infomec(codes_train, factors_train, seed=seed)
-    raise MetricInputError(
-        f"{name!r} is not an array metric; choose from {', '.join(ARRAY_METRICS)}"
-    )
 
 
 def tad_on_dataset(

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from factordiff.choices import REPRESENTATIONS as MODES
 from factordiff.metrics.utils import MetricInputError, Represent
 
-MODES = ("auto", "scalars", "pca", "flatten")
 #: Images represented to learn the output's shape; all fit images only when fitting PCA.
 PROBE_IMAGES = 16
 

@@ -13,12 +13,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from factordiff.data.base import FactorDataset
-from factordiff.errors import FactordiffError
-
-
-class MetricInputError(FactordiffError, ValueError):
-    """Codes/factors/attributes of the wrong shape, length or content."""
-
+from factordiff.errors import MetricInputError
 
 Represent = Callable[[np.ndarray], np.ndarray]
 

@@ -52,6 +52,7 @@ from typing import Any
 
 import torch
 
+from factordiff.choices import LAM_RULES
 from factordiff.models.hddc import (
     MixtureParams,
     costs,
@@ -305,9 +306,6 @@ def fit_unit(
     n_filtered = weight.shape[0] - len(keep)
     return UnitMixture(res.params, low, span, splits=n_split, merged=n_merged,
                        filtered=n_filtered)  # fmt: skip
-
-
-LAM_RULES = ("spread", "official")
 
 
 @dataclass

@@ -17,9 +17,8 @@ from diffusers import AutoencoderKL, VQModel
 from diffusers.configuration_utils import register_to_config
 from torch.nn import functional as F
 
+from factordiff.choices import FIRST_STAGE_KINDS as KINDS
 from factordiff.models.network import Network
-
-KINDS = ("vq", "kl", "unshuffle", "none")
 
 
 class FirstStage(Network):

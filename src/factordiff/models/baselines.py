@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-FAMILIES = ("betavae", "betatcvae", "factorvae")
+from factordiff.choices import VAE_FAMILIES
 
 
 def _downsamplings(image_size: int) -> int:
@@ -125,8 +125,8 @@ class BetaVAEFamily(nn.Module):
         self, family: str, image_size: int, latent_dim: int, beta: float, gamma: float
     ) -> None:  # the defaults are the config's (model.vae), written once there
         super().__init__()
-        if family not in FAMILIES:
-            raise ValueError(f"unknown VAE family {family!r}; expected one of {FAMILIES}")
+        if family not in VAE_FAMILIES:
+            raise ValueError(f"unknown VAE family {family!r}; expected one of {VAE_FAMILIES}")
         self.family, self.beta, self.gamma = family, beta, gamma
         self.encoder = ConvEncoder(image_size, latent_dim)
         self.decoder = DeconvDecoder(image_size, latent_dim)

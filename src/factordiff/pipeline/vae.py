@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from factordiff.choices import VAE_FAMILIES
 from factordiff.config import Config
 from factordiff.models.baselines import BetaVAEFamily
 from factordiff.pipeline.base import ImageModel
@@ -22,7 +23,7 @@ from factordiff.pipeline.base import ImageModel
 class VAEModel(ImageModel):
     #: the reference represents with the trained weights; no EMA is used to load
     loads_ema = False
-    families = ("betavae", "betatcvae", "factorvae")
+    families = VAE_FAMILIES
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)

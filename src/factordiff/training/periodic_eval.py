@@ -16,11 +16,12 @@ def periodic_eval(
 ) -> dict:
     """Metrics on a subset of the protocol and a swap grid, with the EMA U-Net."""
     from factordiff import metrics
+    from factordiff.metric_registry import METRICS, resolve
     from factordiff.viz import save_swap_grid
 
     scores: dict = {}
     if getattr(dataset, "has_ground_truth", True) and cfg.eval.metrics:
-        names = [m for m in cfg.eval.metrics if m not in ("fid", "tad")]
+        names = [m for m in resolve(cfg.eval.metrics) if METRICS[m].inputs in ("arrays", "batches")]
         res = metrics.evaluate(
             model.represent, dataset, names, cfg.eval.seed, scale=cfg.train.eval_scale,
             representation=cfg.eval.representation, progress=False,
