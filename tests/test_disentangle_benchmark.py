@@ -4,25 +4,13 @@ run by hand, its results are committed under benchmarks/results/)."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from factordiff.config import load_config
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("disentangle")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+BENCHMARK = "disentangle"  # the ``bench`` fixture (conftest.py) imports it
 
 
 def test_cpu_recipe_at_64x64_keeps_the_quickstart_latent_grid(bench) -> None:

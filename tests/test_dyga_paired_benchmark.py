@@ -4,25 +4,13 @@ the grid is run by hand, its results are committed under benchmarks/results/).""
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from factordiff.config import config_diff
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("dyga_paired")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+BENCHMARK = "dyga_paired"  # the ``bench`` fixture (conftest.py) imports it
 
 
 def test_each_arm_is_encdiff_plus_its_own_change(bench) -> None:

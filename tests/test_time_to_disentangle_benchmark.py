@@ -4,9 +4,7 @@ the benchmark is run by hand, its results are committed under benchmarks/results
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,16 +12,7 @@ import pytest
 
 from factordiff.config import load_config
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("time_to_disentangle")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+BENCHMARK = "time_to_disentangle"  # the ``bench`` fixture (conftest.py) imports it
 
 
 def test_every_variant_loads_and_v03_is_the_old_recipe(bench) -> None:
