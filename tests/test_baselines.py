@@ -3,6 +3,7 @@ through the same loop and CLI, and the same inference interface as FactorDiffusi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from factordiff.models.baselines import (
 )
 from factordiff.pipeline import VAEModel
 from factordiff.training import train
+from factordiff.training.state import TrainState
 
 VAE_PRESETS = [
     p for p in preset_names() if p.split("_")[0] in ("betavae", "betatcvae", "factorvae")
@@ -109,9 +111,11 @@ def test_trains_resumes_bitwise_and_serves_the_interface(family: str, tmp_path: 
     train(load_config(f"{family}_quickstart", [*SHORT, "train.max_steps=3"]), split,
           progress=False)  # fmt: skip
     train(load_config(f"{family}_quickstart", SHORT), split, progress=False)
-    a = load_tensors(latest_checkpoint(straight), "model")
-    b = load_tensors(latest_checkpoint(split), "model")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    names = ["model", *(["optimizer_discriminator"] if family == "factorvae" else [])]
+    for name in names:  # the discriminator's own Adam state resumes too
+        a = load_tensors(latest_checkpoint(straight), name)
+        b = load_tensors(latest_checkpoint(split), name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     model = fd.load_pretrained(straight)
     assert isinstance(model, VAEModel)
     images = load("quickstart").images_at(np.arange(5))
@@ -119,6 +123,45 @@ def test_trains_resumes_bitwise_and_serves_the_interface(family: str, tmp_path: 
     assert codes.shape == (5, 10) and np.isfinite(codes).all()
     assert model.decode(model.encode(images)).shape == (5, 32, 32, 3)
     assert model.swap(images[:2], images[2:4], unit=3).dtype == np.uint8
+
+
+def test_a_vae_draws_no_diffusion_noise() -> None:
+    model = VAEModel(load_config("betavae_quickstart"))
+    x = torch.zeros(4, 3, 32, 32)
+    g = torch.Generator().manual_seed(0)
+    assert model.training_inputs(x, None, g) == (x,)
+    assert torch.equal(g.get_state(), torch.Generator().manual_seed(0).get_state())
+
+
+def test_factorvae_discriminator_has_its_own_adam_as_the_reference() -> None:
+    """disentanglement_lib: VAE Adam betas 0.9 / 0.999, discriminator Adam 0.5 / 0.9, both
+    lr 1e-4; every trainable parameter in exactly one optimiser."""
+    model = VAEModel(load_config("factorvae_quickstart"))
+    state = TrainState.fresh(model.config, model, n_images=100)
+    assert list(state.optimizers) == ["model", "discriminator"]
+    vae, critic = (opt.param_groups[0] for opt in state.optimizers.values())
+    assert vae["betas"] == (0.9, 0.999) and critic["betas"] == (0.5, 0.9)
+    assert vae["lr"] == critic["lr"] == pytest.approx(1e-4) and critic["weight_decay"] == 0
+    assert {id(p) for p in critic["params"]} == {
+        id(p) for p in model.vae.discriminator.parameters()
+    }
+    trained = [id(p) for p in vae["params"] + critic["params"]]
+    assert sorted(trained) == sorted(id(p) for p in model.parameters() if p.requires_grad)
+    one = VAEModel(load_config("betavae_quickstart"))
+    assert list(TrainState.fresh(one.config, one, n_images=100).optimizers) == ["model"]
+
+
+def test_a_shared_optimiser_factorvae_checkpoint_is_refused_clearly(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(load_config("factorvae_quickstart", SHORT), run, progress=False)
+    ckpt = latest_checkpoint(run)
+    (ckpt / "optimizer_discriminator.safetensors").unlink()
+    state = json.loads((ckpt / "state.json").read_text())
+    del state["optimizer_discriminator"], state["lr_scheduler_discriminator"]
+    (ckpt / "state.json").write_text(json.dumps(state))
+    cfg = load_config("factorvae_quickstart", [*SHORT, "train.max_steps=9"])
+    with pytest.raises(ConfigError, match="no state for the 'discriminator' optimiser"):
+        train(cfg, run, progress=False)
 
 
 def test_eval_and_report_commands_on_a_baseline(tmp_path: Path) -> None:

@@ -2,7 +2,11 @@
 and back, persistence (``save_pretrained`` / ``from_pretrained``).
 
 A family is one file in this package (``encdiff.py``, ``vae.py``) plus one row of
-``families.FAMILIES``; ``from_pretrained`` of a family's class refuses a folder saved by
+``families.FAMILIES``. It owns its training step: ``training_inputs`` draws what one
+micro-batch's loss needs (EncDiff: diffusion noise and timesteps; a VAE: nothing), ``forward``
+is the loss, ``optimizer_groups`` says which parameters each optimiser trains (FactorVAE's
+discriminator has its own Adam); the loop (``factordiff.training.loop``) only calls them.
+ ``from_pretrained`` of a family's class refuses a folder saved by
 another family, ``fd.load_pretrained`` picks the class the saved config names.
 """
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -43,6 +48,17 @@ def resolve_image_size(cfg: Config) -> int:
     return size
 
 
+@dataclass(frozen=True)
+class ParamGroup:
+    """The parameters one optimiser trains, with the optimiser's settings where the family's
+    reference sets its own (``weight_decay=None``: the run's ``train.weight_decay``)."""
+
+    name: str
+    params: list[nn.Parameter]
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float | None = None
+
+
 class ImageModel(nn.Module):
     """What every trainable model of factordiff shares: images in, latent units (B, N, D)
     out and back, persistence. ``FactorDiffusion`` and the VAE baselines build on it."""
@@ -72,6 +88,19 @@ class ImageModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    # -- training -------------------------------------------------------------------
+    def training_inputs(
+        self, x: torch.Tensor, z0: torch.Tensor | None, generator: torch.Generator
+    ) -> tuple[torch.Tensor | None, ...]:
+        """``forward``'s arguments for one micro-batch of images ``x`` (``z0``: their cached
+        first-stage latents or None). Draws that must replay bitwise on resume come from
+        ``generator``, seeded per (seed, step, chunk) by the loop."""
+        return (x,)
+
+    def optimizer_groups(self) -> list[ParamGroup]:
+        """One optimiser per group; the first is the model's (its learning rate is logged)."""
+        return [ParamGroup("model", [p for p in self.parameters() if p.requires_grad])]
 
     def prepare_images(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, C) or float (B, C, H, W) in [-1, 1] -> float RGB at the model's

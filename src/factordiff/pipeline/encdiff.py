@@ -20,7 +20,13 @@ import torch
 from torch import nn
 
 from factordiff.config import Config
-from factordiff.diffusion import ddim_sample, ddim_scheduler, diffusion_loss, train_scheduler
+from factordiff.diffusion import (
+    ddim_sample,
+    ddim_scheduler,
+    diffusion_loss,
+    sample_timesteps,
+    train_scheduler,
+)
 from factordiff.models.anchoring import Anchors
 from factordiff.models.autoencoder import FirstStage
 from factordiff.models.encoder import UnitEncoder
@@ -56,6 +62,15 @@ class FactorDiffusion(ImageModel):
         return self.unet
 
     # -- training -------------------------------------------------------------------
+    def training_inputs(
+        self, x: torch.Tensor, z0: torch.Tensor | None, generator: torch.Generator
+    ) -> tuple[torch.Tensor | None, ...]:
+        """``(x, noise, timesteps, z0)``: the noise first, then the timesteps, from
+        ``generator`` on the CPU (the same numbers on every device)."""
+        noise = torch.randn((len(x), *self.latent_shape), generator=generator).to(x.device)
+        ts = sample_timesteps(len(x), self.config.diffusion, generator).to(x.device)
+        return x, noise, ts, z0
+
     def forward(
         self, x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, z0: torch.Tensor | None = None
     ) -> torch.Tensor:

@@ -17,7 +17,7 @@ from torch import nn
 from factordiff.choices import VAE_FAMILIES
 from factordiff.config import Config
 from factordiff.models.baselines import BetaVAEFamily
-from factordiff.pipeline.base import ImageModel
+from factordiff.pipeline.base import ImageModel, ParamGroup
 
 
 class VAEModel(ImageModel):
@@ -32,7 +32,6 @@ class VAEModel(ImageModel):
             config.model.family, self.image_size, v.latent_dim, v.beta, v.gamma
         )
         self.first_stage = None  # no autoencoder phase
-        self.latent_shape = (1,)  # the trainer's diffusion noise: unused here
 
     @property
     def n_units(self) -> int:
@@ -42,11 +41,24 @@ class VAEModel(ImageModel):
     def ema_module(self) -> nn.Module:
         return self.vae.decoder
 
-    def forward(
-        self, x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, z0: None = None
-    ) -> torch.Tensor:
-        """The VAE's loss (``noise``, ``t`` and ``z0`` belong to the diffusion trainer)."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The family's loss (its sampling draws from the global generator, which the loop
+        seeds per micro-batch); FactorVAE's includes the discriminator's, each term's
+        gradient blocked from the other's weights."""
         return self.vae.loss(x)[0]
+
+    def optimizer_groups(self) -> list[ParamGroup]:
+        """FactorVAE's discriminator gets its own Adam, as disentanglement_lib trains it
+        (lr as the VAE's, betas 0.5 / 0.9, no weight decay)."""
+        critic = self.vae.discriminator
+        if critic is None:
+            return super().optimizer_groups()
+        theirs = {id(p) for p in critic.parameters()}
+        ours = [p for p in self.parameters() if p.requires_grad and id(p) not in theirs]
+        return [
+            ParamGroup("model", ours),
+            ParamGroup("discriminator", list(critic.parameters()), (0.5, 0.9), 0.0),
+        ]
 
     @torch.no_grad()
     def encode(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:

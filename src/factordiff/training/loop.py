@@ -2,15 +2,17 @@
 
 One process or many (``accelerate launch`` / ``torchrun``: DDP, gloo on CPU, NCCL on
 GPUs), fp32 or bf16/fp16 autocast, gradient accumulation. Every random draw of a step --
-which images (``batches``), which timesteps, which noise, dropout masks -- is a function
-of ``(seed, step, chunk)``, so a run resumed from a checkpoint continues bitwise as if
-never stopped, and N processes compute what one process computes with N-fold
-accumulation.
+which images (``batches``), the family's own draws (``training_inputs``: EncDiff's noise and
+timesteps), dropout masks -- is a function of ``(seed, step, chunk)``, so a run resumed
+from a checkpoint continues bitwise as if never stopped, and N processes compute what one
+process computes with N-fold accumulation.
 
-Phases: (1) the first-stage autoencoder (``first_stage``), unless ``first_stage.kind=none``
-or it is already trained; (2) the encoder + U-Net by the diffusion loss, the first stage
+The loop knows no family: the model says what a micro-batch's loss takes
+(``training_inputs``), computes it (``forward``) and names the parameters of each optimiser
+(``optimizer_groups``). Phases: (1) the first-stage autoencoder (``first_stage``), where
+the model has one and it is not trained yet; (2) the model's own loss, the first stage
 frozen: each step sets the learning rate, runs the micro-batches, clips, steps the
-optimiser and the EMA, then logs, refits DyGA's anchors when due, checkpoints and
+optimisers and the EMA, then logs, refits DyGA's anchors when due, checkpoints and
 evaluates.
 """
 
@@ -32,7 +34,6 @@ from factordiff.checkpoint import latest_checkpoint
 from factordiff.config import Config, flat_settings
 from factordiff.data import load_dataset
 from factordiff.data.base import FactorDataset
-from factordiff.diffusion import sample_timesteps
 from factordiff.errors import ConfigError
 from factordiff.pipeline import ImageModel, build_model, resolve_image_size
 from factordiff.training import dyga
@@ -112,7 +113,7 @@ def _train_claimed(
     # Phase 2.
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
-    ddp_model, optimizer = acc.prepare(model, run.optimizer)
+    ddp_model, *optimizers = acc.prepare(model, *run.optimizers.values())
     forward = CompiledWithFallback(ddp_model) if t.compile else ddp_model
     stream = device_batch_stream if cfg.data.on_device else batch_stream
     extra = (acc.device,) if cfg.data.on_device else ()
@@ -138,33 +139,35 @@ def _train_claimed(
                 batch = next(batches)
                 x = model.prepare_images(batch["image"])
                 z0 = None if latents is None else latents[batch["index"].to(acc.device)]
-                noise = torch.randn((len(x), *model.latent_shape), generator=g).to(acc.device)
-                ts = sample_timesteps(len(x), cfg.diffusion, g).to(acc.device)
-                torch.manual_seed(seed)  # dropout / skip-dropout masks
+                inputs = model.training_inputs(x, z0, g)
+                torch.manual_seed(seed)  # dropout / skip-dropout masks, a VAE's sampling
                 sync = micro == t.grad_accum - 1
                 with nullcontext() if sync else acc.no_sync(ddp_model):
-                    loss = forward(x, noise, ts, z0) / t.grad_accum
+                    loss = forward(*inputs) / t.grad_accum
                     acc.backward(loss)
                 step_loss += loss.detach()
             # The gradients are all-reduced, so every process reaches the same verdict; a
             # non-finite loss anywhere makes them non-finite too.
             clip = t.grad_clip if t.grad_clip > 0 else math.inf
             if torch.isfinite(acc.clip_grad_norm_(run.params, clip)):
-                optimizer.step()
-                run.scheduler.step()
+                for optimizer, scheduler in zip(optimizers, run.schedulers.values(), strict=True):
+                    optimizer.step()
+                    scheduler.step()
                 run.ema.step(model.ema_module.parameters())
                 loss_sum += step_loss
                 loss_count += 1
                 bad_streak = 0
             else:  # skip the update; the data moves on, so the run stays deterministic
                 if t.mixed_precision == "fp16":
-                    optimizer.step()  # the loss scaler skips it and lowers its scale
+                    for optimizer in optimizers:  # the loss scaler skips them, lowers its scale
+                        optimizer.step()
                 for buffer, saved in zip(model.buffers(), bn_stats, strict=True):
                     buffer.copy_(saved)
                 run.bad_steps += 1
                 bad_streak += 1
                 logger.log(run.step + 1, {"skipped_nonfinite_step": run.bad_steps})
-            optimizer.zero_grad(set_to_none=True)
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
             run.step += 1
             step = run.step
             images += t.batch_size
@@ -185,7 +188,7 @@ def _train_claimed(
             if (step % t.log_every == 0 or step == t.max_steps) and loss_count:
                 mean_loss = acc.reduce(loss_sum, "mean").item() / loss_count
                 pull = model.anchors.pop_stats() if model.anchors is not None else None
-                logger.log(step, {"loss": mean_loss, "lr": run.scheduler.get_last_lr()[0],
+                logger.log(step, {"loss": mean_loss, "lr": run.lr(),
                                   "images_per_s": images / (time.perf_counter() - tick),
                                   "threads": threads.threads,
                                   "train_s": run.clock.seconds(), **(pull or {})})  # fmt: skip

@@ -23,12 +23,15 @@ def lr_multiplier(step: int, t: TrainConfig) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def make_adamw(params: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+def make_adamw(
+    params: list[nn.Parameter], lr: float, weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.AdamW:  # fmt: skip
     """AdamW with the fused kernel where the device has one (4x faster step on this CPU)."""
     try:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=True)
     except (RuntimeError, ValueError):  # a device without a fused AdamW kernel
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
 
 
 class CompiledWithFallback:

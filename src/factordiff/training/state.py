@@ -1,6 +1,10 @@
-"""What a diffusion-phase checkpoint holds and restores: weights, EMA, optimiser, learning
-rate schedule, the step reached, and the counters that make a resumed run continue as an
-unbroken one."""
+"""What a phase-2 checkpoint holds and restores: weights, EMA, the optimisers (one per
+parameter group the family declares) and their learning rate schedules, the step reached,
+and the counters that make a resumed run continue as an unbroken one.
+
+File names: the model's optimiser is ``optimizer.safetensors`` (state keys ``optimizer`` /
+``lr_scheduler``), another group's ``optimizer_<group>.safetensors`` (keys with the same
+suffix), so a one-optimiser run's checkpoint is what it always was."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from factordiff.checkpoint import (
     save_checkpoint,
 )
 from factordiff.config import Config
+from factordiff.errors import ConfigError
 from factordiff.pipeline import ImageModel
 from factordiff.training.batches import StepBatches
 from factordiff.training.dyga import refit_due, refit_scheduled
@@ -31,9 +36,11 @@ from factordiff.training.run_log import TrainClock
 @dataclass
 class TrainState:
     model: ImageModel
-    params: list[nn.Parameter]  # what the optimiser trains (and the gradient clip sees)
-    optimizer: torch.optim.Optimizer  # unwrapped: accelerate's wrapper keeps its state here
-    scheduler: torch.optim.lr_scheduler.LambdaLR
+    params: list[nn.Parameter]  # what the optimisers train (and the gradient clip sees)
+    #: per the family's parameter group, the model's first; unwrapped (accelerate's wrapper
+    #: keeps its state here)
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR]
     ema: EMAModel
     data: StepBatches
     clock: TrainClock = field(default_factory=TrainClock)
@@ -44,17 +51,28 @@ class TrainState:
     @classmethod
     def fresh(cls, cfg: Config, model: ImageModel, n_images: int) -> TrainState:
         t = cfg.train
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = make_adamw(params, t.base_lr * (t.batch_size if t.scale_lr else 1),
-                               t.weight_decay)  # fmt: skip
+        lr = t.base_lr * (t.batch_size if t.scale_lr else 1)
+        groups = model.optimizer_groups()
+        optimizers = {
+            g.name: make_adamw(g.params, lr, t.weight_decay if g.weight_decay is None
+                               else g.weight_decay, g.betas)
+            for g in groups
+        }  # fmt: skip
         return cls(
             model=model,
-            params=params,
-            optimizer=optimizer,
-            scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, t)),
+            params=[p for g in groups for p in g.params],
+            optimizers=optimizers,
+            schedulers={
+                name: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_multiplier(s, t))
+                for name, opt in optimizers.items()
+            },
             ema=EMAModel(model.ema_module.parameters(), decay=t.ema_decay),
             data=StepBatches(n_images, t.batch_size, t.seed),
         )
+
+    def lr(self) -> float:
+        """The model's learning rate now (what the logs show)."""
+        return self.schedulers["model"].get_last_lr()[0]
 
     def resume(self, ckpt: Path, cfg: Config, acc: Accelerator) -> None:
         """Weights, EMA, optimiser, schedule and counters from ``ckpt``; the data follows
@@ -65,9 +83,17 @@ class TrainState:
         names = [n for n, _ in self.model.ema_module.named_parameters()]
         self.ema.shadow_params = [ema_tensors[n].to(acc.device) for n in names]
         self.ema.optimization_step = state["ema_step"]
-        restore_optimizer(self.optimizer, load_tensors(ckpt, "optimizer"), state["optimizer"])
+        for name, opt in self.optimizers.items():
+            key = _key("optimizer", name)
+            if key not in state:
+                raise ConfigError(
+                    f"{ckpt} holds no state for the {name!r} optimiser this family trains "
+                    f"(factordiff 0.3.0 trained FactorVAE's discriminator with the "
+                    f"model's optimiser); train the run again from scratch"
+                )
+            restore_optimizer(opt, load_tensors(ckpt, key), state[key])
+            self.schedulers[name].load_state_dict(state[_key("lr_scheduler", name)])
         self.model.load_anchors(ckpt)
-        self.scheduler.load_state_dict(state["lr_scheduler"])
         self.step = state["step"]
         self.bad_steps = state.get("bad_steps", 0)
         self.refit_pending = state.get("refit_pending", False)
@@ -82,9 +108,14 @@ class TrainState:
         if acc.is_main_process:
             t, model, step = cfg.train, self.model, self.step
             ema_names = [n for n, _ in model.ema_module.named_parameters()]
-            opt_tensors, opt_meta = optimizer_state_tensors(self.optimizer)
             ema = dict(zip(ema_names, self.ema.shadow_params, strict=True))
-            tensors = {"model": model.state_dict(), "optimizer": opt_tensors, "ema": ema}
+            tensors = {"model": model.state_dict(), "ema": ema}
+            optimisers = {}
+            for name, opt in self.optimizers.items():
+                tensors[_key("optimizer", name)], optimisers[_key("optimizer", name)] = (
+                    optimizer_state_tensors(opt)
+                )
+                optimisers[_key("lr_scheduler", name)] = self.schedulers[name].state_dict()
             if model.anchors is not None:
                 tensors["anchors"] = model.anchors.state_tensors()
             save_checkpoint(
@@ -92,8 +123,8 @@ class TrainState:
                 tensors,
                 {"step": step, "images_seen": step * t.batch_size, **self.data.position(step),
                  "seed": t.seed, "rng": "per (seed, step, chunk); see factordiff.training",
-                 "ema_step": self.ema.optimization_step, "optimizer": opt_meta,
-                 "lr_scheduler": self.scheduler.state_dict(), "processes": acc.num_processes,
+                 "ema_step": self.ema.optimization_step, **optimisers,
+                 "processes": acc.num_processes,
                  "grad_accum": t.grad_accum,
                  "bad_steps": self.bad_steps, "train_s": self.clock.seconds(),
                  "refit_pending": refit_scheduled(cfg, step, self.data.per_epoch)
@@ -101,6 +132,11 @@ class TrainState:
                 keep=t.keep_checkpoints,
             )  # fmt: skip
         acc.wait_for_everyone()
+
+
+def _key(kind: str, group: str) -> str:
+    """``optimizer`` / ``lr_scheduler`` for the model's group, ``<kind>_<group>`` else."""
+    return kind if group == "model" else f"{kind}_{group}"
 
 
 def _note_chunking(state: dict, world: int, grad_accum: int) -> None:
