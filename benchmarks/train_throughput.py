@@ -35,6 +35,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from factordiff.training.precision import native_cpu_bf16
+
 #: Variant name -> config overrides of the training loop.
 VARIANTS: dict[str, list[str]] = {
     "fp32": [],
@@ -64,6 +66,13 @@ CATEGORIES = [
 
 
 def cpu_name() -> str:
+    """The CPU's model name, marked where it has no bf16 instructions: two CPUs of one name
+    (AMD EPYC with and without AVX-512) train bf16 recipes in different precisions
+    (``factordiff.training.precision``), so their rows must not be paired or pooled."""
+    return _model_name() + ("" if native_cpu_bf16() else " (no bf16: trains fp32)")
+
+
+def _model_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

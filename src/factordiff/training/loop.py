@@ -47,6 +47,7 @@ from factordiff.training.batches import (
 from factordiff.training.first_stage import train_first_stage
 from factordiff.training.optim import CompiledWithFallback
 from factordiff.training.periodic_eval import periodic_eval
+from factordiff.training.precision import training_precision
 from factordiff.training.run_dir import claim_run_dir, first_stage_checkpoint_dir, prepare_run_dir
 from factordiff.training.run_guard import StopRequest, TrainingStoppedError, stop_requested
 from factordiff.training.run_log import RunLogger
@@ -63,7 +64,10 @@ def train(cfg: Config, run_dir: str | Path, *, progress: bool = True) -> Path:
     # accelerate keeps one global state per process; a second train() call in the same
     # process (library use, tests) may ask for another precision. The process group stays.
     AcceleratorState._reset_state()
-    acc = Accelerator(mixed_precision=t.mixed_precision, cpu=multi_cpu)
+    precision, note = training_precision(t.mixed_precision, torch.cuda.is_available())
+    acc = Accelerator(mixed_precision=precision, cpu=multi_cpu)
+    if note and acc.is_main_process:
+        print(note)
     n_chunks = acc.num_processes * t.grad_accum
     if t.batch_size % n_chunks:
         raise ConfigError(
@@ -100,6 +104,8 @@ def _train_claimed(
     logger = RunLogger(run_dir, run.step, enabled=acc.is_main_process, log_with=t.log_with,
                        config=flat_settings(cfg))  # fmt: skip
     threads = ThreadGovernor(t.threads)  # fast alone, fair when another process shares cores
+    if acc.mixed_precision != t.mixed_precision:  # the machine would have emulated it
+        logger.log(run.step, {"mixed_precision_used": acc.mixed_precision})
 
     # Phase 1, then the step-0 checkpoint: the trained first stage is never trained twice.
     if ckpt is None and train_first_stage(
@@ -158,7 +164,7 @@ def _train_claimed(
                 loss_count += 1
                 bad_streak = 0
             else:  # skip the update; the data moves on, so the run stays deterministic
-                if t.mixed_precision == "fp16":
+                if acc.mixed_precision == "fp16":
                     for optimizer in optimizers:  # the loss scaler skips them, lowers its scale
                         optimizer.step()
                 for buffer, saved in zip(model.buffers(), bn_stats, strict=True):
