@@ -10,10 +10,11 @@ import torch
 
 import factordiff as fd
 from factordiff.checkpoint import latest_checkpoint, load_tensors
-from factordiff.models.anchoring import Anchors, fit_anchors, fit_unit
+from factordiff.config import AnchoringConfig
+from factordiff.models.anchoring import Anchors, fit_anchors, fit_from_section, fit_unit
 from factordiff.training import train
 from factordiff.training.dyga import refit_due
-from test_training import log, tiny, weights
+from run_helpers import log, tiny, weights
 
 
 def clusters(centres: torch.Tensor, n: int, spread: float, seed: int) -> torch.Tensor:
@@ -84,6 +85,28 @@ def test_fit_is_deterministic_per_seed() -> None:
     a = fit_anchors(x, seed=3)
     b = fit_anchors(x, seed=3)
     assert all(torch.equal(u.means, v.means) for u, v in zip(a, b, strict=True))
+
+
+def test_the_config_section_sets_the_fit_and_the_pull() -> None:
+    centres = torch.tensor([[0.0, 0], [0, 10], [10, 0]])
+    x = clusters(centres, 1500, 0.3, 5)[:, None]
+    section = AnchoringConfig(n_init=5, max_moves=0, warm_start=False, straight_through=True)
+    first = fit_from_section(x, section, seed=0, previous=None)
+    assert first[0].n_components == 5  # n_init, no moves
+    again = fit_from_section(x + 0.5, section, seed=1, previous=first)
+    cold = fit_anchors(x + 0.5, seed=1, n_init=5, max_moves=0)  # warm_start off: ignored
+    assert torch.equal(again[0].means, cold[0].means)
+    anchors = Anchors.from_section(first, section)
+    assert anchors.straight_through and anchors.strength == section.strength
+    feats = x[:64].clone().requires_grad_(True)
+    pulled = anchors.pull(feats)
+    assert torch.equal(pulled, anchors.align(feats))  # forward: aligned
+    pulled.sum().backward()
+    assert torch.equal(feats.grad, torch.ones_like(feats))  # backward: as if not aligned
+    plain = Anchors.from_section(first, AnchoringConfig(fixed_lam=0.25))
+    feats.grad = None
+    plain.pull(feats).sum().backward()
+    assert torch.allclose(feats.grad, torch.full_like(feats, 0.75))  # (1 - lam)
 
 
 def test_warm_start_begins_from_the_previous_anchors() -> None:

@@ -1,6 +1,10 @@
 """Dynamic Gaussian Anchoring (DyGA, arXiv 2410.23820): pull each latent unit toward the
 centre of the density mode it belongs to.
 
+This module reads the ``anchoring`` config section's fit and pull options
+(``fit_from_section``, ``Anchors.from_section``); training reads only when to refit
+(``training/dyga.py``), the model only which features anchoring acts on (``space``).
+
 Fit (``fit_anchors``), one mixture per unit on the units of (a subsample of) the training
 set, in normalised coordinates:
 
@@ -39,7 +43,9 @@ Gumbel-softmax mix of the means (``gumbel``, temperature ``tau``);
   exact zeros) one zero against a non-zero anchor coordinate adds |anchor| x 1e6 to the
   mean and lam underflows to 0 -- kept only to reproduce that code (docs/dyga.md).
 
-or a fixed ``lam``. With ``record=True`` (training) ``align`` accumulates what it did --
+or a fixed ``lam``. ``Anchors.pull`` is ``align`` with ``straight_through``: the forward
+pass sees the aligned features, the backward pass the raw ones. With ``record=True``
+(training) ``align`` accumulates what it did --
 per unit the mean lam, the move |aligned - raw| relative to the distance to the anchor,
 and the share of exactly-zero token entries -- for ``pop_stats`` to log.
 """
@@ -316,6 +322,7 @@ class Anchors:
     tau: float = 1.0
     fixed_lam: float | None = None
     lam_rule: str = "spread"  # spread | official (see the module docstring)
+    straight_through: bool = False  # ``pull``: forward aligned, backward as if not
     _stats: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -362,6 +369,13 @@ class Anchors:
             out.append(aligned)
         return torch.stack(out, dim=1)
 
+    def pull(self, features: torch.Tensor, *, record: bool = False) -> torch.Tensor:
+        """``align``, through which gradients flow as ``straight_through`` says."""
+        aligned = self.align(features, record=record)
+        if self.straight_through:
+            return features + (aligned - features).detach()
+        return aligned
+
     def _record(self, u, c, anchor, aligned, lam) -> None:
         s = self._stats.setdefault(u, torch.zeros(6, dtype=torch.float64))
         s += torch.tensor([
@@ -401,9 +415,10 @@ class Anchors:
     @classmethod
     def from_section(cls, units: list[UnitMixture], section: Any) -> Anchors:
         """Fitted mixtures with the alignment options of the ``anchoring`` config section:
-        strength (lam0), mode, tau, fixed lam, lam rule."""
+        strength (lam0), mode, tau, fixed lam, lam rule, straight-through."""
         return cls(units, strength=section.strength, mode=section.mode, tau=section.tau,
-                   fixed_lam=section.fixed_lam, lam_rule=section.lam_rule)  # fmt: skip
+                   fixed_lam=section.fixed_lam, lam_rule=section.lam_rule,
+                   straight_through=section.straight_through)  # fmt: skip
 
     @classmethod
     def from_state_tensors(cls, t: dict[str, torch.Tensor], **options) -> Anchors:
@@ -438,3 +453,17 @@ def fit_anchors(
         )
         for u in range(features.shape[1])
     ]
+
+
+def fit_from_section(
+    features: torch.Tensor, section: Any, *, seed: int, previous: list[UnitMixture] | None
+) -> list[UnitMixture]:
+    """``fit_anchors`` with the ``anchoring`` section's fit options; ``previous`` anchors
+    warm-start the fit only with ``warm_start``."""
+    return fit_anchors(
+        features, seed=seed, max_points=section.max_points, n_init=section.n_init,
+        em_iters=section.em_iters, split_rule=section.split_rule, max_moves=section.max_moves,
+        split_threshold=section.split_threshold, max_splits=section.max_splits,
+        max_components=section.max_components, min_weight=section.min_weight,
+        previous=previous if section.warm_start else None,
+    )  # fmt: skip

@@ -100,10 +100,7 @@ class FactorDiffusion(ImageModel):
 
     def _pull(self, features: torch.Tensor) -> torch.Tensor:
         """Features (B, N, D) moved toward their anchors; in training the pull is logged."""
-        aligned = self.anchors.align(features, record=self.training)
-        if self.config.anchoring.straight_through:
-            return features + (aligned - features).detach()
-        return aligned
+        return self.anchors.pull(features, record=self.training)
 
     @torch.no_grad()
     def anchored_features(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:

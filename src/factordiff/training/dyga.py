@@ -1,7 +1,9 @@
 """DyGA during training: when the anchors are refit, the refit itself, and what it logs.
 
-The loop only asks ``refit_due`` after each step and calls ``refit``; the mixture fit is
-``models.anchoring.fit_anchors``, the alignment of units to anchors the model's own.
+The loop only asks ``refit_due`` after each step and calls ``refit``. Of the ``anchoring``
+section this module reads when to refit (``enabled``, ``every_steps``, ``every_epochs``) and
+how many images to fit on (``max_points``); the fit's own options are read by
+``models.anchoring.fit_from_section``, the pull's by ``Anchors.from_section``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from accelerate.utils import broadcast_object_list
 
 from factordiff.config import Config
 from factordiff.data.base import FactorDataset
-from factordiff.models.anchoring import fit_anchors
+from factordiff.models.anchoring import fit_from_section
 from factordiff.pipeline import ImageModel
 from factordiff.training.run_log import RunLogger
 
@@ -64,13 +66,9 @@ def refit_anchors(
         )  # fmt: skip
     finally:
         model.anchors = current
-    units = fit_anchors(
-        feats, seed=cfg.train.seed + step, n_init=a.n_init,  # feats are subsampled already
-        em_iters=a.em_iters, split_rule=a.split_rule, max_moves=a.max_moves,
-        split_threshold=a.split_threshold, max_splits=a.max_splits,
-        max_components=a.max_components, min_weight=a.min_weight,
-        previous=current.units if (a.warm_start and current is not None) else None,
-    )  # fmt: skip
+    units = fit_from_section(  # feats are max_points at most already
+        feats, a, seed=cfg.train.seed + step, previous=current.units if current else None
+    )
     if plot is not None:
         from factordiff.viz import save_anchor_plot
 
