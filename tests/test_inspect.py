@@ -29,7 +29,7 @@ from factordiff.viz import save_swap_grid, save_traverse_grid, swap_grid, traver
 from factordiff.viz.attention_maps import cross_attention_maps, recording_cross_attention
 from factordiff.viz.report import _interchange_section, format_setting, write_report
 from metric_cases import MetricTinyGrid, decode_factors
-from test_training import tiny
+from run_helpers import tiny
 
 RUNNER = CliRunner()
 

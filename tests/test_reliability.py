@@ -33,7 +33,7 @@ from factordiff.models.unet import UNet
 from factordiff.pipeline import FactorDiffusion
 from factordiff.training import train
 from factordiff.training.run_guard import RunDirError, TrainingStoppedError
-from test_training import TINY, log, tiny
+from run_helpers import TINY, log, tiny
 
 STEPS = 80
 RUN_ARGS = [*TINY, f"train.max_steps={STEPS}", "train.checkpoint_every=4", "train.log_every=4"]

@@ -16,7 +16,7 @@ from factordiff.config import load_config
 from factordiff.errors import FactordiffError
 from factordiff.selection import _check_same_data, udr_of_runs
 from factordiff.training import train
-from test_training import TINY
+from run_helpers import TINY
 
 runner = CliRunner()
 

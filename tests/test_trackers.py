@@ -11,7 +11,7 @@ from factordiff.config import load_config
 from factordiff.errors import ConfigError
 from factordiff.training import train
 from factordiff.training.trackers import scalars, tracker_names
-from test_training import tiny
+from run_helpers import tiny
 
 DYGA = ["anchoring.enabled=true", "anchoring.every_steps=2", "anchoring.n_init=3",
         "anchoring.em_iters=5", "train.max_steps=4", "train.checkpoint_every=2"]  # fmt: skip

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from factordiff.checkpoint import latest_checkpoint, load_tensors
 from factordiff.config import load_config
 from factordiff.training import precision, train
+from run_helpers import log, tiny, weights
 
-TINY = ["train.max_steps=2", "train.batch_size=8", "train.checkpoint_every=2",
+VAE_TINY = ["train.max_steps=2", "train.batch_size=8", "train.checkpoint_every=2",
         "train.eval_every=0", "train.log_every=1"]  # fmt: skip
 
 
@@ -29,12 +31,19 @@ def test_a_cpu_without_bf16_trains_in_fp32_says_so_and_logs_it(
 ) -> None:
     monkeypatch.setattr(precision, "native_cpu_bf16", lambda: False)
     asked, fp32 = tmp_path / "bf16", tmp_path / "fp32"
-    train(load_config("betavae_quickstart", [*TINY, "train.mixed_precision=bf16"]), asked,
+    train(load_config("betavae_quickstart", [*VAE_TINY, "train.mixed_precision=bf16"]), asked,
           progress=False)  # fmt: skip
     assert "this CPU has no bf16 instructions" in capsys.readouterr().out
-    train(load_config("betavae_quickstart", TINY), fp32, progress=False)
+    train(load_config("betavae_quickstart", VAE_TINY), fp32, progress=False)
     a, b = (load_tensors(latest_checkpoint(r), "model") for r in (asked, fp32))
     assert all(torch.equal(a[k], b[k]) for k in a)  # what fp32 trains, bitwise
     log = [json.loads(x) for x in (asked / "metrics.jsonl").read_text().splitlines()]
     assert {"step": 0, "mixed_precision_used": "no"}.items() <= log[0].items()
     assert "mixed_precision_used" not in (fp32 / "metrics.jsonl").read_text()
+
+
+def test_bf16_autocast_trains(tmp_path: Path) -> None:
+    train(tiny("train.max_steps=2", "train.mixed_precision=bf16"), tmp_path / "run", progress=False)
+    losses = [r["loss"] for r in log(tmp_path / "run")]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert all(v.dtype != torch.bfloat16 for v in weights(tmp_path / "run").values())  # fp32 master
