@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from factordiff.choices import tracker_names
 from factordiff.config import load_config
 from factordiff.errors import ConfigError
 from factordiff.training import train
-from factordiff.training.trackers import scalars, tracker_names
+from factordiff.training.trackers import scalars
 from run_helpers import tiny
 
 DYGA = ["anchoring.enabled=true", "anchoring.every_steps=2", "anchoring.n_init=3",

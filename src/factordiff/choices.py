@@ -1,9 +1,11 @@
 """Every string option's allowed values, declared once. Config validation (with "did you
 mean"), the networks' own checks, the model-family table and the CLI help read them here;
-a leaf module, so anything may import it. Metrics have their own table
+a leaf module (it knows only ``errors``), so anything may import it. Metrics have their own table
 (``metric_registry``), datasets theirs (``data.registry``)."""
 
 from __future__ import annotations
+
+from factordiff.errors import ConfigError
 
 VAE_FAMILIES = ("betavae", "betatcvae", "factorvae")
 #: ``model.family``: each is served by one class of ``factordiff.pipeline`` (its ``families``)
@@ -30,3 +32,22 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "anchoring.space": ("tokens", "scalars"),
     "anchoring.split_rule": ("bic", "distance"),
 }
+
+#: tracker name -> the package it needs
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow",
+            "aim": "aim", "comet_ml": "comet_ml", "clearml": "clearml",
+            "dvclive": "dvclive", "swanlab": "swanlab", "trackio": "trackio"}  # fmt: skip
+
+
+def tracker_names(log_with: str) -> list[str]:
+    """``train.log_with`` ("tensorboard", "wandb,mlflow", "none") as a checked list."""
+    names = [n.strip() for n in log_with.split(",") if n.strip()]
+    if names == ["none"]:
+        return []
+    unknown = [n for n in names if n not in TRACKERS]
+    if unknown:
+        raise ConfigError(
+            f"train.log_with: unknown tracker(s) {', '.join(unknown)}; choose from "
+            f"{', '.join(TRACKERS)} (comma-separated) or none"
+        )
+    return names

@@ -20,7 +20,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from factordiff.choices import CHOICES
+from factordiff.choices import CHOICES, tracker_names
 from factordiff.errors import ConfigError, MetricInputError
 
 PRESET_DIR = Path(__file__).parent / "configs"
@@ -472,7 +472,6 @@ def validate(cfg: Config) -> None:
     if cfg.diffusion.sample_steps > cfg.diffusion.timesteps:
         raise ConfigError("diffusion.sample_steps must be <= diffusion.timesteps")
     from factordiff.data.registry import get_spec  # late: data imports nothing from config
-    from factordiff.training.trackers import tracker_names
 
     tracker_names(cfg.train.log_with)
 

@@ -10,8 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from factordiff.checkpoint import latest_checkpoint
+from factordiff.choices import tracker_names
 from factordiff.training.run_guard import RunDirError
-from factordiff.training.trackers import log_figure, start_trackers, tracker_names
+from factordiff.training.trackers import log_figure, start_trackers
 from factordiff.training.trackers import scalars as tracker_scalars
 
 

@@ -29,26 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from factordiff.choices import TRACKERS
 from factordiff.errors import ConfigError
-
-#: tracker name -> the package it needs
-TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow",
-            "aim": "aim", "comet_ml": "comet_ml", "clearml": "clearml",
-            "dvclive": "dvclive", "swanlab": "swanlab", "trackio": "trackio"}  # fmt: skip
-
-
-def tracker_names(log_with: str) -> list[str]:
-    """``train.log_with`` ("tensorboard", "wandb,mlflow", "none") as a checked list."""
-    names = [n.strip() for n in log_with.split(",") if n.strip()]
-    if names == ["none"]:
-        return []
-    unknown = [n for n in names if n not in TRACKERS]
-    if unknown:
-        raise ConfigError(
-            f"train.log_with: unknown tracker(s) {', '.join(unknown)}; choose from "
-            f"{', '.join(TRACKERS)} (comma-separated) or none"
-        )
-    return names
 
 
 def _kept_id(run_dir: Path, name: str) -> str | None:
