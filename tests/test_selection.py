@@ -60,6 +60,24 @@ def test_udr_command_ranks_runs_on_a_folder_without_labels(folder_runs, tmp_path
     assert found["ranking"][-1] == str(runs[1])
 
 
+def test_report_of_an_unlabelled_run_shows_udr_beside_its_sibling(folder_runs) -> None:
+    _, runs = folder_runs
+    res = runner.invoke(app, ["report", str(runs[0]), "--steps", "2", "--udr-with",
+                              str(runs[1]), "--udr-images", "30"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    page = (runs[0] / "report.html").read_text()
+    assert "has no factor labels" in page and "Model selection without labels (UDR)" in page
+    assert "this run" in page and str(runs[1]) in page
+    for figure in ("Reconstructions", "Latent interchange", "Traversals", "Cross-attention"):
+        assert f"<h2>{figure}" in page
+    written = json.loads((runs[0] / "udr.json").read_text())
+    assert written["dataset"]["images"] == 30 and len(written["runs"]) == 2
+    # a second report finds that udr.json by itself (it lists this run)
+    again = runner.invoke(app, ["report", str(runs[0]), "--steps", "2"])
+    assert again.exit_code == 0, again.output
+    assert "Model selection without labels" in (runs[0] / "report.html").read_text()
+
+
 def test_more_images_than_the_folder_uses_them_all(folder_runs) -> None:
     _, runs = folder_runs
     res = udr_of_runs(runs, n_images=500, correlation="spearman", progress=False)

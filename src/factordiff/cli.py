@@ -495,6 +495,13 @@ def report(
     interchange_pairs: int = typer.Option(
         0, help="Compute the interchange score with this many pairs (0: use interchange.json)."
     ),
+    udr_with: list[Path] = typer.Option(
+        [],
+        "--udr-with",
+        help="Rank this run by UDR against these runs (repeat the option); "
+        "without it, a udr.json beside the report, the run or its folder that lists the run.",
+    ),  # fmt: skip
+    udr_images: int = typer.Option(1000, help="Images each run encodes for --udr-with."),
     device: str = typer.Option("cpu"),
 ) -> None:
     """One self-contained report.html: config, curves, metrics, figures, reproduction."""
@@ -521,12 +528,34 @@ def report(
     swaps = saved("interchange.json")
     if interchange_pairs:
         swaps = interchange_score(model, dataset, interchange_pairs, steps)
+    if udr_with:
+        from factordiff.selection import udr_of_runs
+
+        udr = udr_of_runs([model_dir, *udr_with], udr_images, device=device)
+        _write_json(html_out.parent / "udr.json", udr)
+    else:
+        udr = _udr_listing(model_dir, [html_out.parent, model_dir, model_dir.parent, Path()])
     path = write_report(
         model, dataset, model_dir, html_out, results=results,
-        downstream=saved("downstream.json"), interchange=swaps, steps=steps,
+        downstream=saved("downstream.json"), interchange=swaps, steps=steps, udr=udr,
         log=lambda m: console.print(m, markup=False),
     )  # fmt: skip
     console.print(f"wrote {path}")
+
+
+def _udr_listing(model_dir: Path, folders: list[Path]) -> dict | None:
+    """The first ``udr.json`` in ``folders`` whose runs include ``model_dir``."""
+    from factordiff.viz.report import load_json
+
+    here = model_dir.resolve()
+    for folder in folders:
+        try:
+            found = load_json(folder / "udr.json")
+            if found and any(Path(r).resolve() == here for r in found["runs"]):
+                return found
+        except (ValueError, KeyError, TypeError):  # not a udr.json of ours: look on
+            continue
+    return None
 
 
 @app.command()

@@ -66,6 +66,33 @@ def _metrics_section(results: dict) -> str:
             + _table(["metric", "sample sizes"], size_rows))  # fmt: skip
 
 
+NO_LABELS_NOTE = (
+    "This dataset has no factor labels (an image folder without factors.csv), so no "
+    "supervised metric can be computed. To choose among several runs on it, rank them by "
+    "UDR, which needs no labels: factordiff udr RUN OTHER_RUN ..., or "
+    "factordiff report RUN --udr-with OTHER_RUN (the section below)."
+)
+
+
+def _udr_section(udr: dict, run_dir: Path) -> str:
+    """The runs ``factordiff udr`` ranked together with this one, this run marked."""
+    here = run_dir.resolve()
+    rows = []
+    for rank, run in enumerate(udr["ranking"], 1):
+        i = udr["runs"].index(run)
+        active = udr["active"][i]
+        mark = "this run" if Path(run).resolve() == here else ""
+        rows.append([rank, run, udr["scores"][i], f"{sum(active)} / {len(active)}", mark])
+    d = udr["dataset"]
+    note = (f"UDR ({udr['correlation']}, Duan et al. 2020, disentanglement_lib's definition) "
+            f"on {d['images']} images of {d['name']}: how well the other runs' units match "
+            "this run's, one unit to one unit. It ranks runs of one setting against each "
+            "other (seeds, unit counts, DyGA on or off); it is not a score of one run alone. "
+            f"Active units: {udr['activity_rule']}")  # fmt: skip
+    return (_table(["rank", "run", "UDR", "active units", ""], rows)
+            + f"<p class='note'>{html.escape(note)}</p>")  # fmt: skip
+
+
 REGEN_ACCURACY_NOTE = (
     "The classifier reads the factors of generated images; factors whose classifier "
     "accuracy on regenerations (unswapped regenerations against the sources' true factors) "
@@ -121,13 +148,15 @@ def write_report(
     steps: int | None = None,
     metrics_log: Path | None = None,
     companion_run: Path | None = None,
+    udr: dict | None = None,
     log: Callable[[str], None] = print,
 ) -> Path:
     """Render every section into ``out`` (HTML). ``results``: metrics as
     ``fd.metrics.evaluate`` returns them (or from eval.json); missing parts are skipped
     with a note saying how to produce them. ``metrics_log``: the training log to plot
     (default ``run_dir/metrics.jsonl``, else a saved model's ``train_log.jsonl``).
-    ``companion_run``: another run shown in its own section (the demo's short run)."""
+    ``companion_run``: another run shown in its own section (the demo's short run).
+    ``udr``: ``factordiff udr``'s result over runs that include this one."""
     cfg = model.config
     sections: list[tuple[str, str]] = [("Model", _provenance_section(model, run_dir, results))]
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -161,9 +190,13 @@ def write_report(
                 figure("DCI importance", lambda p: plots.save_importance_heatmap(
                     np.asarray(results["dci"]["importance_matrix"]),
                     list(dataset.factor_names), p))  # fmt: skip
+        elif not dataset.has_ground_truth:
+            sections.append(("Metrics", f"<p>{html.escape(NO_LABELS_NOTE)}</p>"))
         else:
             sections.append(("Metrics", "<p>Not evaluated: run <code>factordiff eval RUN</code> "
                              "first (or pass --scale to the report).</p>"))  # fmt: skip
+        if udr is not None:
+            sections.append(("Model selection without labels (UDR)", _udr_section(udr, run_dir)))
         figure("Reconstructions", lambda p: grids.save_reconstruction_grid(
             model, dataset, p, steps=steps), "Top: originals; bottom: DDIM from the units.",
         )  # fmt: skip
