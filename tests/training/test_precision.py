@@ -44,6 +44,6 @@ def test_a_cpu_without_bf16_trains_in_fp32_says_so_and_logs_it(
 
 def test_bf16_autocast_trains(tmp_path: Path) -> None:
     train(tiny("train.max_steps=2", "train.mixed_precision=bf16"), tmp_path / "run", progress=False)
-    losses = [r["loss"] for r in log(tmp_path / "run")]
+    losses = [r["loss"] for r in log(tmp_path / "run") if "loss" in r]
     assert len(losses) == 2 and all(np.isfinite(losses))
     assert all(v.dtype != torch.bfloat16 for v in weights(tmp_path / "run").values())  # fp32 master
