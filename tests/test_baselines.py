@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 import factordiff as fd
-from factordiff.checkpoint import latest_checkpoint, load_tensors
+from factordiff.checkpoint import latest_checkpoint, load_tensors, optimizer_state_tensors
 from factordiff.cli import app
 from factordiff.config import ConfigError, load_config, preset_names
 from factordiff.data import load
@@ -25,6 +26,7 @@ from factordiff.models.baselines import (
 )
 from factordiff.pipeline import VAEModel
 from factordiff.training import train
+from factordiff.training.optim import make_adamw
 from factordiff.training.state import TrainState
 
 VAE_PRESETS = [
@@ -155,9 +157,19 @@ def test_a_shared_optimiser_factorvae_checkpoint_is_refused_clearly(tmp_path: Pa
     run = tmp_path / "run"
     train(load_config("factorvae_quickstart", SHORT), run, progress=False)
     ckpt = latest_checkpoint(run)
+    # the layout factordiff 0.3.0 wrote: one Adam over the VAE's and the discriminator's
+    # weights, no second optimiser
+    model = VAEModel(load_config("factorvae_quickstart"))
+    shared = make_adamw([p for p in model.parameters() if p.requires_grad], 1e-4, 0.0)
+    for p in shared.param_groups[0]["params"]:
+        p.grad = torch.zeros_like(p)
+    shared.step()
+    tensors, meta = optimizer_state_tensors(shared)
+    save_file(tensors, ckpt / "optimizer.safetensors")
     (ckpt / "optimizer_discriminator.safetensors").unlink()
     state = json.loads((ckpt / "state.json").read_text())
     del state["optimizer_discriminator"], state["lr_scheduler_discriminator"]
+    state["optimizer"] = meta
     (ckpt / "state.json").write_text(json.dumps(state))
     cfg = load_config("factorvae_quickstart", [*SHORT, "train.max_steps=9"])
     with pytest.raises(ConfigError, match="no state for the 'discriminator' optimiser"):

@@ -83,14 +83,18 @@ class TrainState:
         names = [n for n, _ in self.model.ema_module.named_parameters()]
         self.ema.shadow_params = [ema_tensors[n].to(acc.device) for n in names]
         self.ema.optimization_step = state["ema_step"]
+        # Every group is checked before any is restored: in a checkpoint of the shared
+        # optimiser the model's state covers the discriminator's weights too, and restoring
+        # it first would fail inside torch instead of here.
+        missing = [name for name in self.optimizers if _key("optimizer", name) not in state]
+        if missing:
+            raise ConfigError(
+                f"{ckpt} holds no state for the {missing[0]!r} optimiser this family trains "
+                f"(factordiff 0.3.0 trained FactorVAE's discriminator with the "
+                f"model's optimiser); train the run again from scratch"
+            )
         for name, opt in self.optimizers.items():
             key = _key("optimizer", name)
-            if key not in state:
-                raise ConfigError(
-                    f"{ckpt} holds no state for the {name!r} optimiser this family trains "
-                    f"(factordiff 0.3.0 trained FactorVAE's discriminator with the "
-                    f"model's optimiser); train the run again from scratch"
-                )
             restore_optimizer(opt, load_tensors(ckpt, key), state[key])
             self.schedulers[name].load_state_dict(state[_key("lr_scheduler", name)])
         self.model.load_anchors(ckpt)
