@@ -2,9 +2,10 @@
 
 bf16 autocast pays on GPUs and on CPUs with bf16 instructions (AVX512-BF16, AMX: ~5x fp32's
 matmul rate). Elsewhere oneDNN emulates bf16 far below fp32 -- measured on a 2-core AMD EPYC
-with AVX2 only: 1 GFLOP/s in bf16 against 96 in fp32, so the quick-start recipe ran at
-2 images/s instead of ~100. Such a CPU trains in fp32 and says so; the run's config keeps
-what was asked, the log (``mixed_precision_used``) what was done.
+with AVX2 only: 1 GFLOP/s in bf16 against 96 in fp32 (2 threads); the quick-start recipe
+in bf16 ran at ~2 images/s there (three 1-thread runs sharing the 2 cores), in fp32 at ~65
+(alone, 2 threads). Such a CPU trains in fp32 and says so; the run's config keeps what was
+asked, the log (``mixed_precision_used``) what was done.
 """
 
 from __future__ import annotations
