@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One worker per core (pytest -n): PyTorch's default of one thread per core in every
+    # worker would put two threads on each core, and OpenMP threads that wait for each
+    # other then run 20-70x slower. Subprocesses a test starts inherit the count.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
