@@ -99,7 +99,7 @@ def test_user_errors_are_one_line_and_nonzero() -> None:
 
 def test_demo_runs_every_stage(tmp_path) -> None:
     proc = run_cli("demo", "--out", str(tmp_path / "run"), "--train-steps", "3",
-                   "--eval-scale", "0.02")  # fmt: skip
+                   "--eval-scale", "0.02", "--sample-steps", "3")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "run"
     for name in ("data_factors.png", "eval.json", "reconstructions.png", "swap.png", "report.html"):
@@ -123,7 +123,9 @@ def test_shipped_model_by_name_is_read_only(tmp_path: Path) -> None:
         ["eval", "quickstart", "--metrics", "mig", "--out", str(shipped / "eval.json")],
         ["train", "quickstart", "--out", str(shipped)],
         ["swap", "quickstart", "--out", str(shipped / "swap.png")],
-    ):
+        ["interchange", "quickstart", "--out", str(shipped / "interchange.json")],
+        ["downstream", "quickstart", "--out", str(shipped / "downstream.json")],
+    ):  # refused before the model is loaded and the work done
         proc = run_cli(*args, cwd=tmp_path)
         assert proc.returncode == 1 and "refusing to write" in proc.stderr, proc.stderr
         assert "read-only" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -17,15 +17,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from factordiff.errors import FactordiffError
+from factordiff.errors import CheckpointError
 
 PREFIX = "step_"
 TMP_PREFIX = ".tmp-"
 OLD_PREFIX = ".old-"
-
-
-class CheckpointError(FactordiffError):
-    """A checkpoint is missing, incomplete or does not fit the model."""
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:

@@ -235,9 +235,10 @@ def train(
     """
     from factordiff.config import load_config
     from factordiff.shipped import refuse_package_write
+
+    refuse_package_write(out, "a training run")  # before the training code is imported
     from factordiff.training import train as run_training
 
-    refuse_package_write(out, "a training run")
     ckpt = run_training(load_config(config, overrides or []), out)
     console.print(f"done: {ckpt}\nload it with fd.load_pretrained({str(out)!r})")
 
@@ -264,12 +265,12 @@ def eval_command(
     out: Path | None = typer.Option(None, help="JSON path (default RUN_DIR/eval.json)."),
 ) -> None:
     """Score a trained model with the paper protocol (disentanglement_lib settings)."""
-    from factordiff import metrics as fd_metrics
     from factordiff.choices import CHOICES
     from factordiff.metric_registry import normalise
 
-    model, dataset = _load_run(run_dir, device)
-    json_out = _output(model, "eval.json", out)
+    model, dataset, json_out = _load_run(run_dir, device, "eval.json", out)
+    from factordiff import metrics as fd_metrics
+
     cfg = model.config
     if representation is not None:
         if representation not in CHOICES["eval.representation"]:
@@ -301,37 +302,30 @@ def eval_command(
     _write_json(json_out, results)
 
 
-def _load_run(run_dir: Path, device: str):
+def _load_run(run_dir: Path, device: str, filename: str, out: Path | None):
+    """The model, its dataset and where the command's output goes. The model folder and
+    the output path are resolved and checked first -- a wrong path or an output inside the
+    installed package fails in a second, not after the model is loaded and the work done.
+    The output is ``out``, or ``filename`` beside the model (``runs/<name>/`` for a shipped,
+    read-only model)."""
+    from factordiff.shipped import output_path, resolve_model
+
+    model_dir = resolve_model(run_dir)
+    path, note = output_path(model_dir, filename, out)
+    if filename.endswith(".png") and path.suffix.lower() != ".png":
+        raise FactordiffError(f"--out must be a .png file path, got {path}")
     from factordiff.data import load_dataset
     from factordiff.pipeline import load_pretrained
 
-    model = load_pretrained(run_dir, device=device)
-    return model, load_dataset(model.config.data)
+    model = load_pretrained(model_dir, device=device)
+    if note:
+        console.print(note)
+    return model, load_dataset(model.config.data), path
 
 
 def _model_dir(model) -> Path:
     """The folder the model was loaded from (``from_pretrained`` resolved it once)."""
     return Path(model.provenance["path"])
-
-
-def _output(model, filename: str, out: Path | None) -> Path:
-    """``out``, or the default file beside the model (``runs/<name>/`` for a shipped,
-    read-only model); an explicit path inside the installed package is refused."""
-    from factordiff.shipped import output_path
-
-    path, note = output_path(_model_dir(model), filename, out)
-    if note:
-        console.print(note)
-    return path
-
-
-def _png_out(out: Path) -> Path:
-    from factordiff.shipped import refuse_package_write
-
-    if out.suffix.lower() != ".png":
-        raise FactordiffError(f"--out must be a .png file path, got {out}")
-    refuse_package_write(out, "a figure")
-    return out
 
 
 @app.command()
@@ -346,10 +340,9 @@ def swap(
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, mps ..."),
 ) -> None:
     """Latent interchange: the source with unit k taken from the target, for every k."""
+    model, dataset, png = _load_run(run_dir, device, "swap.png", out)
     from factordiff.viz import save_swap_grid
 
-    model, dataset = _load_run(run_dir, device)
-    png = _png_out(_output(model, "swap.png", out))
     console.print(f"wrote {save_swap_grid(model, dataset, png, pairs, steps, seed)}")
 
 
@@ -367,16 +360,15 @@ def traverse(
     device: str = typer.Option("cpu"),
 ) -> None:
     """Per unit, walk its value across the data's range (or its anchors), rest fixed."""
-    from factordiff.viz import save_traverse_grid
-
-    model, dataset = _load_run(run_dir, device)
     if over not in ("data", "anchors"):
         raise FactordiffError(f"--over must be data or anchors, got {over!r}")
+    model, dataset, png = _load_run(run_dir, device, "traverse.png", out)
+    from factordiff.viz import save_traverse_grid
+
     if over == "anchors" and model.anchors is None:
         raise FactordiffError(f"{run_dir} has no DyGA anchors; use --over data")
     if index is not None and not 0 <= index < len(dataset):
         raise FactordiffError(f"--index must be in [0, {len(dataset)}), got {index}")
-    png = _png_out(_output(model, "traverse.png", out))
     path = save_traverse_grid(model, dataset, png, n_steps, over, steps, seed, index)
     console.print(f"wrote {path}")
 
@@ -391,9 +383,9 @@ def interchange(
     out: Path | None = typer.Option(None, help="JSON path (default RUN_DIR/interchange.json)."),
 ) -> None:
     """Quantitative interchange: which factors change when unit k is swapped."""
+    model, dataset, json_out = _load_run(run_dir, device, "interchange.json", out)
     from factordiff.interchange import interchange_score
 
-    model, dataset = _load_run(run_dir, device)
     res = interchange_score(model, dataset, pairs, steps, seed)
     table = Table(title=f"{run_dir}: exactly one factor changed in {res['exactly_one']:.3f}")
     for col in ["unit", *res["factor_names"], "exactly one"]:
@@ -412,7 +404,7 @@ def interchange(
         "on regenerations is low give unreliable changed-shares (predictions flip between "
         "two generations by chance)."
     )
-    _write_json(_output(model, "interchange.json", out), res)
+    _write_json(json_out, res)
 
 
 @app.command()
@@ -428,9 +420,6 @@ def downstream(
 ) -> None:
     """Gradient boosted trees on the units predict each factor from 10000 / 1000 / 100
     examples (DyGA paper, disentanglement_lib downstream task), beside a baseline."""
-    from factordiff.metrics.downstream import downsampled_pixels, downstream_results
-    from factordiff.viz.plots import save_downstream_plot
-
     try:
         train_sizes = tuple(int(s) for s in sizes.split(","))
     except ValueError:
@@ -439,7 +428,10 @@ def downstream(
         ) from None
     if baseline not in ("pixels", "none"):
         raise FactordiffError(f"--baseline must be pixels or none, got {baseline!r}")
-    model, dataset = _load_run(run_dir, device)
+    model, dataset, json_out = _load_run(run_dir, device, "downstream.json", out)
+    from factordiff.metrics.downstream import downsampled_pixels, downstream_results
+    from factordiff.viz.plots import save_downstream_plot
+
     baselines = {"pixels 8x8": downsampled_pixels(8)} if baseline == "pixels" else {}
     res = downstream_results(model, dataset, baselines, seed, train_sizes, num_test, backend)
     first = next(iter(res.values()))
@@ -450,7 +442,6 @@ def downstream(
         cells = [r["accuracy"][n] for n in train_sizes] + list(r["sample_efficiency"].values())
         table.add_row(name, *[f"{v:.3f}" for v in cells])
     console.print(table)
-    json_out = _output(model, "downstream.json", out)
     _write_json(json_out, res)
     console.print(f"wrote {save_downstream_plot(res, json_out.with_suffix('.png'))}")
 
@@ -505,13 +496,12 @@ def report(
     device: str = typer.Option("cpu"),
 ) -> None:
     """One self-contained report.html: config, curves, metrics, figures, reproduction."""
+    model, dataset, html_out = _load_run(run_dir, device, "report.html", out)
     from factordiff import metrics as fd_metrics
     from factordiff.interchange import interchange_score
     from factordiff.viz.report import load_json, write_report
 
-    model, dataset = _load_run(run_dir, device)
     model_dir = _model_dir(model)
-    html_out = _output(model, "report.html", out)
 
     def saved(name: str) -> dict | None:
         """A result file beside the report (e.g. runs/quickstart/eval.json, newest) or
@@ -563,11 +553,15 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Run directory of the quick start."),
     train_steps: int = typer.Option(100, help="Steps of each phase of the short training."),
     eval_scale: float = typer.Option(1.0, help="Share of the metric protocol's sample counts."),
+    sample_steps: int = typer.Option(
+        0, min=0, help="DDIM steps of the images (0: the recipe's 50; fewer is faster, rougher)."
+    ),
 ) -> None:
     """The quick start on the embedded procedural dataset (CPU, minutes)."""
     from factordiff.demo import run_demo
 
-    run_demo(out, console, train_steps=train_steps, eval_scale=eval_scale)
+    run_demo(out, console, train_steps=train_steps, eval_scale=eval_scale,
+             sample_steps=sample_steps or None)  # fmt: skip
 
 
 def main() -> None:

@@ -36,8 +36,11 @@ def run_demo(
     train_steps: int = DEMO_TRAIN_STEPS,
     eval_scale: float = DEMO_EVAL_SCALE,
     model_dir: Path = PRETRAINED,
+    sample_steps: int | None = None,
 ) -> dict:
-    """Run the quick start into ``out``; returns the metric results of the model."""
+    """Run the quick start into ``out``; returns the metric results of the model.
+    ``sample_steps``: DDIM steps of its images (default: the recipe's); the figures are most
+    of the demo's time after training."""
     from factordiff import metrics
     from factordiff.metrics.evaluate import results_to_json
     from factordiff.pipeline import FactorDiffusion
@@ -49,6 +52,7 @@ def run_demo(
     refuse_package_write(out, "the quick start")
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config("quickstart")
+    steps = sample_steps or cfg.diffusion.sample_steps
     console.rule("factordiff quick start")
     dataset = load(cfg.data.name)
     console.print(f"[bold]1. data[/] {dataset!r}")
@@ -88,13 +92,15 @@ def run_demo(
     )
     (out / "eval.json").write_text(results_to_json(results))
     files["metrics"] = out / "eval.json"
-    files["reconstructions"] = save_reconstruction_grid(model, dataset, out / "reconstructions.png")
-    files["latent interchange"] = save_swap_grid(model, dataset, out / "swap.png")
+    files["reconstructions"] = save_reconstruction_grid(
+        model, dataset, out / "reconstructions.png", steps=steps
+    )
+    files["latent interchange"] = save_swap_grid(model, dataset, out / "swap.png", steps=steps)
     console.print("[bold]4. report[/] figures, metrics and how to reproduce, in one HTML file")
     shipped_log = model_dir / "train_log.jsonl"  # the shipped model's training curves
     files["report"] = write_report(
         model, dataset, model_dir if shipped_log.is_file() else run, out / "report.html",
-        results=results, steps=cfg.diffusion.sample_steps,
+        results=results, steps=steps,
         metrics_log=shipped_log if shipped_log.is_file() else None, log=lambda m: None,
         downstream=load_json(model_dir / "downstream.json"),  # measured with the model
         interchange=load_json(model_dir / "interchange.json"),

@@ -24,5 +24,9 @@ class MetricInputError(FactordiffError, ValueError):
     """Codes/factors/attributes of the wrong shape, length or content, or an unknown metric."""
 
 
+class CheckpointError(FactordiffError):
+    """A checkpoint is missing, incomplete or does not fit the model."""
+
+
 class DownloadError(FactordiffError):
     """A download failed or its checksum did not match."""

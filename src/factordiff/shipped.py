@@ -18,8 +18,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from factordiff.checkpoint import CheckpointError, load_state
-from factordiff.errors import FactordiffError
+from factordiff.errors import CheckpointError, FactordiffError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 SHIPPED_DIR = PACKAGE_DIR / "pretrained"
@@ -120,6 +119,8 @@ def provenance(model_dir: Path, checkpoint: Path | None, config: dict) -> dict:
         info["shipped"] = name
     if checkpoint is not None:
         info["checkpoint"] = checkpoint.name
+        from factordiff.checkpoint import load_state  # torch: only once a model is loaded
+
         info["step"] = load_state(checkpoint).get("step")
     else:
         with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
