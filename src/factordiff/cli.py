@@ -457,7 +457,7 @@ def udr_command(
 ) -> None:
     """Rank runs without labels: UDR (Duan et al. 2020, disentanglement_lib's definition)
     scores each run by how well the other runs' units match its own on the same images."""
-    from factordiff.selection import udr_of_runs
+    from factordiff.selection import ranking_rows, udr_of_runs
 
     if correlation not in ("lasso", "spearman"):
         raise FactordiffError(f"--correlation must be lasso or spearman, got {correlation!r}")
@@ -466,10 +466,8 @@ def udr_command(
     table = Table(title=f"UDR ({correlation}) on {d['images']} images of {d['name']}, best first")
     for col in ("rank", "run", "UDR", "active units"):
         table.add_column(col)
-    for rank, run in enumerate(res["ranking"], 1):
-        i = res["runs"].index(run)
-        active = res["active"][i]
-        table.add_row(str(rank), run, f"{res['scores'][i]:.3f}", f"{sum(active)} / {len(active)}")
+    for rank, run, score, active in ranking_rows(res):
+        table.add_row(str(rank), run, f"{score:.3f}", active)
     console.print(table)
     console.print(f"active units: {res['activity_rule']}", markup=False)
     _write_json(out, res)

@@ -76,6 +76,17 @@ def udr_of_runs(
     }
 
 
+def ranking_rows(result: dict) -> list[tuple[int, str, float, str]]:
+    """``udr_of_runs``'s ranking as (rank, run, UDR, "active / units") rows, best first: what
+    ``factordiff udr`` prints and the report shows."""
+    rows = []
+    for rank, run in enumerate(result["ranking"], 1):
+        i = result["runs"].index(run)
+        active = result["active"][i]
+        rows.append((rank, run, result["scores"][i], f"{sum(active)} / {len(active)}"))
+    return rows
+
+
 def _check_same_data(runs: list, models: list) -> None:
     """UDR compares codes of the same images: every run must have been trained on the same
     dataset at the same size (the images are drawn once, from the first run's data)."""

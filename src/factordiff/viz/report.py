@@ -23,6 +23,7 @@ import yaml
 from factordiff._version import __version__
 from factordiff.metrics.evaluate import HEADLINE
 from factordiff.metrics.representation import UnitPCA
+from factordiff.selection import ranking_rows
 from factordiff.viz import grids, plots
 from factordiff.viz.attention_maps import save_attention_figure
 
@@ -77,12 +78,8 @@ NO_LABELS_NOTE = (
 def _udr_section(udr: dict, run_dir: Path) -> str:
     """The runs ``factordiff udr`` ranked together with this one, this run marked."""
     here = run_dir.resolve()
-    rows = []
-    for rank, run in enumerate(udr["ranking"], 1):
-        i = udr["runs"].index(run)
-        active = udr["active"][i]
-        mark = "this run" if Path(run).resolve() == here else ""
-        rows.append([rank, run, udr["scores"][i], f"{sum(active)} / {len(active)}", mark])
+    rows = [[*row, "this run" if Path(row[1]).resolve() == here else ""]
+            for row in ranking_rows(udr)]  # fmt: skip
     d = udr["dataset"]
     note = (f"UDR ({udr['correlation']}, Duan et al. 2020, disentanglement_lib's definition) "
             f"on {d['images']} images of {d['name']}: how well the other runs' units match "
