@@ -28,6 +28,7 @@ from factordiff.pipeline import VAEModel
 from factordiff.training import train
 from factordiff.training.optim import make_adamw
 from factordiff.training.state import TrainState
+from run_helpers import log
 
 VAE_PRESETS = [
     p for p in preset_names() if p.split("_")[0] in ("betavae", "betatcvae", "factorvae")
@@ -118,6 +119,7 @@ def test_trains_resumes_bitwise_and_serves_the_interface(family: str, tmp_path: 
         a = load_tensors(latest_checkpoint(straight), name)
         b = load_tensors(latest_checkpoint(split), name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    _loss_terms_add_up(family, straight)
     model = fd.load_pretrained(straight)
     assert isinstance(model, VAEModel)
     images = load("quickstart").images_at(np.arange(5))
@@ -125,6 +127,27 @@ def test_trains_resumes_bitwise_and_serves_the_interface(family: str, tmp_path: 
     assert codes.shape == (5, 10) and np.isfinite(codes).all()
     assert model.decode(model.encode(images)).shape == (5, 32, 32, 3)
     assert model.swap(images[:2], images[2:4], unit=3).dtype == np.uint8
+
+
+def _loss_terms_add_up(family: str, run: Path) -> None:
+    """Every log step records each term of the family's loss, and they make up the loss."""
+    v = load_config(f"{family}_quickstart").model.vae
+    records = [r for r in log(run) if "loss" in r]
+    assert len(records) == 6
+    for r in records:
+        t = {k.removeprefix("loss_"): r[k] for k in r if k.startswith("loss_")}
+        if family == "betavae":
+            assert sorted(t) == ["kl", "reconstruction"]
+            total = t["reconstruction"] + v.beta * t["kl"]
+        elif family == "betatcvae":
+            assert sorted(t) == ["kl", "reconstruction", "tc"]
+            total = t["reconstruction"] + t["kl"] + (v.beta - 1) * t["tc"]
+        else:
+            assert sorted(t) == ["discriminator", "kl", "reconstruction", "tc"]
+            total = t["reconstruction"] + t["kl"] + v.gamma * t["tc"] + t["discriminator"]
+            # an untrained two-way classifier: cross-entropy near ln 2
+            assert abs(t["discriminator"] - np.log(2)) < 0.1, t
+        assert r["loss"] == pytest.approx(total, rel=1e-4)
 
 
 def test_a_vae_draws_no_diffusion_noise() -> None:

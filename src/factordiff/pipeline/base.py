@@ -102,6 +102,11 @@ class ImageModel(nn.Module):
         """One optimiser per group; the first is the model's (its learning rate is logged)."""
         return [ParamGroup("model", [p for p in self.parameters() if p.requires_grad])]
 
+    def pop_loss_terms(self) -> dict[str, float]:
+        """Each term of the loss, averaged over the micro-batches since the last call, keyed
+        ``loss_<term>``: the loop logs them beside the loss. None for a one-term loss."""
+        return {}
+
     def prepare_images(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, C) or float (B, C, H, W) in [-1, 1] -> float RGB at the model's
         size, on the model's device (grey images are repeated to 3 channels)."""

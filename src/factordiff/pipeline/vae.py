@@ -32,6 +32,8 @@ class VAEModel(ImageModel):
             config.model.family, self.image_size, v.latent_dim, v.beta, v.gamma
         )
         self.first_stage = None  # no autoencoder phase
+        self._term_sums: dict[str, torch.Tensor] = {}
+        self._term_count = 0
 
     @property
     def n_units(self) -> int:
@@ -45,7 +47,20 @@ class VAEModel(ImageModel):
         """The family's loss (its sampling draws from the global generator, which the loop
         seeds per micro-batch); FactorVAE's includes the discriminator's, each term's
         gradient blocked from the other's weights."""
-        return self.vae.loss(x)[0]
+        loss, terms = self.vae.loss(x)
+        for name, value in terms.items():  # detached: summed on the device, read at log steps
+            self._term_sums[name] = self._term_sums.get(name, 0) + value
+        self._term_count += 1
+        return loss
+
+    def pop_loss_terms(self) -> dict[str, float]:
+        """Reconstruction, KL, and (beta-TCVAE, FactorVAE) the total correlation and the
+        discriminator's loss: whether each term and the discriminator's own Adam act."""
+        if not self._term_count:
+            return {}
+        terms = {f"loss_{k}": float(v) / self._term_count for k, v in self._term_sums.items()}
+        self._term_sums, self._term_count = {}, 0
+        return terms
 
     def optimizer_groups(self) -> list[ParamGroup]:
         """FactorVAE's discriminator gets its own Adam, as disentanglement_lib trains it

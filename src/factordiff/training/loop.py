@@ -194,7 +194,7 @@ def _train_claimed(
             if (step % t.log_every == 0 or step == t.max_steps) and loss_count:
                 mean_loss = acc.reduce(loss_sum, "mean").item() / loss_count
                 pull = model.anchors.pop_stats() if model.anchors is not None else None
-                logger.log(step, {"loss": mean_loss, "lr": run.lr(),
+                logger.log(step, {"loss": mean_loss, **model.pop_loss_terms(), "lr": run.lr(),
                                   "images_per_s": images / (time.perf_counter() - tick),
                                   "threads": threads.threads,
                                   "train_s": run.clock.seconds(), **(pull or {})})  # fmt: skip

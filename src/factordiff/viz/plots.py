@@ -38,13 +38,15 @@ def read_metrics_log(path: str | Path) -> list[dict]:
 
 
 def save_training_curves(metrics_log: str | Path, out: str | Path) -> Path:
-    """Loss (and the first stage's reconstruction error, and periodic-eval scores when
-    present) against the training step."""
+    """Loss (and, when logged, its terms, the first stage's reconstruction error and
+    periodic-eval scores) against the training step."""
     records = read_metrics_log(metrics_log)
     loss = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    term_names = sorted({k for r in records for k in r if k.startswith("loss_")})
+    terms = {k: [(r["step"], r[k]) for r in records if k in r] for k in term_names}
     rec = [(r["first_stage_step"], r["rec_l1"]) for r in records if "rec_l1" in r]
     evals = [(r["step"], r["eval"]) for r in records if isinstance(r.get("eval"), dict)]
-    panels = [p for p in (loss, rec, evals) if p]
+    panels = [p for p in (loss, terms, rec, evals) if p]
     if not panels:
         raise ValueError(f"{metrics_log} holds no training records to plot")
     legend_room = 1.9 if evals else 0.0  # the periodic-eval legend sits right of its panel
@@ -55,7 +57,13 @@ def save_training_curves(metrics_log: str | Path, out: str | Path) -> Path:
     if loss:
         ax = next(ax_iter)
         ax.plot(*zip(*loss, strict=True), lw=1)
-        ax.set(xlabel="step", ylabel="diffusion loss", title="training loss")
+        ax.set(xlabel="step", ylabel="loss", title="training loss")
+    if terms:  # a VAE's reconstruction, KL, TC, discriminator: each on its own scale
+        ax = next(ax_iter)
+        for name, pts in terms.items():
+            ax.plot(*zip(*pts, strict=True), lw=1, label=name.removeprefix("loss_"))
+        ax.set(xlabel="step", ylabel="term (symlog)", title="loss terms", yscale="symlog")
+        ax.legend(fontsize=7)
     if rec:
         ax = next(ax_iter)
         ax.plot(*zip(*rec, strict=True), lw=1, color="tab:orange")
