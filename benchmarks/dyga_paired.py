@@ -165,13 +165,35 @@ class GridImages:
         return getattr(self._ds, name)
 
 
-def run_cell(variant: str, dataset: str, seed: int, args) -> dict:
+def precision_conflict(run: Path, requested: str, here_fp32: bool) -> str | None:
+    """Why a begun cell must not go on training on this machine, else None. A bf16 cell
+    begun on a CPU with bf16 instructions and resumed on one without would train the rest in
+    fp32 (and the other way round; ``factordiff.training.precision``): a computation no other
+    cell shares, so it would pair with none. The run's log says how it began."""
+    log = run / "metrics.jsonl"
+    if requested != "bf16" or not log.is_file():
+        return None
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    if not records:
+        return None
+    began_fp32 = any(r.get("mixed_precision_used") == "no" for r in records)
+    if began_fp32 == here_fp32:
+        return None
+    began, here = ("fp32", "bf16") if began_fp32 else ("bf16", "fp32")
+    return (f"{run} began training in {began} on another kind of CPU; this CPU would train the "
+            f"rest in {here}. Finish it on a CPU like the first, or delete the folder to run "
+            "the cell afresh here")  # fmt: skip
+
+
+def run_cell(variant: str, dataset: str, seed: int, args) -> dict | None:
+    """Train (or resume) and score one cell; None when it began on another kind of CPU."""
     import torch
 
     from factordiff import metrics
     from factordiff.data import load_dataset
     from factordiff.pipeline import FactorDiffusion
     from factordiff.training import train
+    from factordiff.training.precision import native_cpu_bf16
 
     run = args.runs / f"{dataset}-{variant}-seed{seed}"
     preset, overrides, cfg = cell_config(variant, dataset, seed, args)
@@ -179,6 +201,10 @@ def run_cell(variant: str, dataset: str, seed: int, args) -> dict:
     done = run / "cell.json"
     if done.is_file() and json.loads(done.read_text())["key"] == key:
         return json.loads(done.read_text())["row"]
+    conflict = precision_conflict(run, cfg.train.mixed_precision, not native_cpu_bf16())
+    if conflict:
+        print(f"skipped: {conflict}", flush=True)
+        return None
     torch.set_num_threads(1)
     start = time.perf_counter()
     train(cfg, run, progress=False)  # resumes a cell killed mid-training

@@ -62,3 +62,18 @@ def test_committed_rows_are_kept_and_pairs_stay_on_one_machine(bench) -> None:
     d = paired["paired_vs_encdiff"]["dci/disentanglement"]
     assert d["seeds"] == [0, 1] and d["per_seed"] == pytest.approx([0.1, 0.2])
     assert bench.merge_row(rows, replaced, rows[-1]) == (rows, replaced)  # the same cell again
+
+
+def test_a_cell_begun_in_another_precision_is_not_resumed_here(bench, tmp_path) -> None:
+    run = tmp_path / "cell"
+    assert bench.precision_conflict(run, "bf16", here_fp32=True) is None  # not begun
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 0, "mixed_precision_used": "no"}\n'
+                                       '{"step": 0, "first_stage_step": 20}\n')  # fmt: skip
+    assert bench.precision_conflict(run, "bf16", here_fp32=True) is None
+    why = bench.precision_conflict(run, "bf16", here_fp32=False)
+    assert "began training in fp32" in why and "rest in bf16" in why
+    (run / "metrics.jsonl").write_text('{"step": 0, "first_stage_step": 20}\n')  # began bf16
+    assert "began training in bf16" in bench.precision_conflict(run, "bf16", here_fp32=True)
+    assert bench.precision_conflict(run, "bf16", here_fp32=False) is None
+    assert bench.precision_conflict(run, "no", here_fp32=True) is None  # an fp32 recipe
