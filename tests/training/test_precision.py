@@ -42,6 +42,25 @@ def test_a_cpu_without_bf16_trains_in_fp32_says_so_and_logs_it(
     assert "mixed_precision_used" not in (fp32 / "metrics.jsonl").read_text()
 
 
+def test_a_run_resumed_in_another_precision_says_so_and_logs_it(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """Begun on a CPU without bf16 (fp32), resumed on one with it (bf16): mixed, and said."""
+    run = tmp_path / "run"
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: False)
+    train(load_config("betavae_quickstart", [*VAE_TINY, "train.mixed_precision=bf16"]), run,
+          progress=False)  # fmt: skip
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: True)
+    capsys.readouterr()
+    more = [*VAE_TINY, "train.mixed_precision=bf16", "train.max_steps=3"]
+    train(load_config("betavae_quickstart", more), run, progress=False)
+    assert "trained with mixed_precision=no, this machine trains the rest with bf16" in (
+        capsys.readouterr().out
+    )
+    switched = [r for r in log(run) if "mixed_precision_before" in r]
+    assert switched == [{"step": 2, "mixed_precision_used": "bf16", "mixed_precision_before": "no"}]
+
+
 def test_bf16_autocast_trains(tmp_path: Path) -> None:
     train(tiny("train.max_steps=2", "train.mixed_precision=bf16"), tmp_path / "run", progress=False)
     losses = [r["loss"] for r in log(tmp_path / "run") if "loss" in r]

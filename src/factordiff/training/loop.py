@@ -104,8 +104,10 @@ def _train_claimed(
     logger = RunLogger(run_dir, run.step, enabled=acc.is_main_process, log_with=t.log_with,
                        config=flat_settings(cfg))  # fmt: skip
     threads = ThreadGovernor(t.threads)  # fast alone, fair when another process shares cores
-    if acc.mixed_precision != t.mixed_precision:  # the machine would have emulated it
-        logger.log(run.step, {"mixed_precision_used": acc.mixed_precision})
+    before = run.resumed_precision  # the checkpoint's precision, when resuming one
+    switched = {} if before in (None, acc.mixed_precision) else {"mixed_precision_before": before}
+    if acc.mixed_precision != t.mixed_precision or switched:  # emulated here, or not as before
+        logger.log(run.step, {"mixed_precision_used": acc.mixed_precision, **switched})
 
     # Phase 1, then the step-0 checkpoint: the trained first stage is never trained twice.
     if ckpt is None and train_first_stage(

@@ -47,6 +47,8 @@ class TrainState:
     step: int = 0
     bad_steps: int = 0  # non-finite steps skipped so far
     refit_pending: bool = False  # a DyGA refit scheduled at the step a resumed run stopped at
+    #: the precision a resumed checkpoint was trained in (None: fresh, or written before 0.4.0)
+    resumed_precision: str | None = None
 
     @classmethod
     def fresh(cls, cfg: Config, model: ImageModel, n_images: int) -> TrainState:
@@ -105,6 +107,8 @@ class TrainState:
         if acc.is_main_process:
             print(f"resuming {ckpt.parent.parent} from {ckpt.name} (step {self.step})")
             _note_chunking(state, acc.num_processes, cfg.train.grad_accum)
+            _note_precision(state, acc.mixed_precision)
+        self.resumed_precision = state.get("mixed_precision")
 
     def save(self, run_dir: Path, cfg: Config, acc: Accelerator) -> None:
         """A checkpoint of the step reached (rank 0 writes; every rank waits for it)."""
@@ -128,7 +132,7 @@ class TrainState:
                 {"step": step, "images_seen": step * t.batch_size, **self.data.position(step),
                  "seed": t.seed, "rng": "per (seed, step, chunk); see factordiff.training",
                  "ema_step": self.ema.optimization_step, **optimisers,
-                 "processes": acc.num_processes,
+                 "processes": acc.num_processes, "mixed_precision": acc.mixed_precision,
                  "grad_accum": t.grad_accum,
                  "bad_steps": self.bad_steps, "train_s": self.clock.seconds(),
                  "refit_pending": refit_scheduled(cfg, step, self.data.per_epoch)
@@ -141,6 +145,18 @@ class TrainState:
 def _key(kind: str, group: str) -> str:
     """``optimizer`` / ``lr_scheduler`` for the model's group, ``<kind>_<group>`` else."""
     return kind if group == "model" else f"{kind}_{group}"
+
+
+def _note_precision(state: dict, now: str) -> None:
+    """Say when the run goes on in another precision than it was trained in so far (a
+    bf16 recipe resumed on a CPU without bf16 instructions, or the other way round)."""
+    before = state.get("mixed_precision")
+    if before is not None and before != now:
+        print(
+            f"note: the checkpoint was trained with mixed_precision={before}, this machine "
+            f"trains the rest with {now}: the run mixes the two (logged as "
+            "mixed_precision_before / mixed_precision_used)"
+        )
 
 
 def _note_chunking(state: dict, world: int, grad_accum: int) -> None:
