@@ -37,7 +37,7 @@ NEIGHBOURS = {
     "training": [sys.executable, "-m", "factordiff", "train", "quickstart",
                  "model.first_stage.train_steps=20", "train.max_steps=100000",
                  "train.log_every=1000", "train.checkpoint_every=100000", "train.eval_every=0"],
-    "tests": [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    "tests": [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
               "tests/test_metrics_known.py", "tests/test_dci.py", "tests/test_hddc.py"],
 }  # fmt: skip
 #: (name, neighbour, train.threads, extra environment, diffusion steps)

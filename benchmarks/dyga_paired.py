@@ -165,15 +165,27 @@ class GridImages:
         return getattr(self._ds, name)
 
 
-def precision_conflict(run: Path, requested: str, here_fp32: bool) -> str | None:
+def precision_conflict(run: Path, requested: str, here_fp32: bool, steps: int) -> str | None:
     """Why a begun cell must not go on training on this machine, else None. A bf16 cell
     begun on a CPU with bf16 instructions and resumed on one without would train the rest in
     fp32 (and the other way round; ``factordiff.training.precision``): a computation no other
-    cell shares, so it would pair with none. The run's log says how it began."""
+    cell shares, so it would pair with none. A cell whose training is finished (``steps``
+    reached) is only scored, which precision does not touch. The run's log says how it
+    began (a line torn by a kill is skipped, as the run's logger does)."""
+    from factordiff.checkpoint import latest_checkpoint, load_state
+
     log = run / "metrics.jsonl"
     if requested != "bf16" or not log.is_file():
         return None
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    newest = latest_checkpoint(run)
+    if newest is not None and load_state(newest)["step"] >= steps:
+        return None
+    records = []
+    for line in log.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
     if not records:
         return None
     began_fp32 = any(r.get("mixed_precision_used") == "no" for r in records)
@@ -201,7 +213,9 @@ def run_cell(variant: str, dataset: str, seed: int, args) -> dict | None:
     done = run / "cell.json"
     if done.is_file() and json.loads(done.read_text())["key"] == key:
         return json.loads(done.read_text())["row"]
-    conflict = precision_conflict(run, cfg.train.mixed_precision, not native_cpu_bf16())
+    conflict = precision_conflict(
+        run, cfg.train.mixed_precision, not native_cpu_bf16(), cfg.train.max_steps
+    )
     if conflict:
         print(f"skipped: {conflict}", flush=True)
         return None

@@ -7,7 +7,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+import torch
 
+from factordiff.checkpoint import save_checkpoint
 from factordiff.config import config_diff
 
 BENCHMARK = "dyga_paired"  # the ``bench`` fixture (conftest.py) imports it
@@ -65,15 +67,22 @@ def test_committed_rows_are_kept_and_pairs_stay_on_one_machine(bench) -> None:
 
 
 def test_a_cell_begun_in_another_precision_is_not_resumed_here(bench, tmp_path) -> None:
+    def conflict(run, requested="bf16", here_fp32=True):
+        return bench.precision_conflict(run, requested, here_fp32, steps=3500)
+
     run = tmp_path / "cell"
-    assert bench.precision_conflict(run, "bf16", here_fp32=True) is None  # not begun
+    assert conflict(run) is None  # not begun
     run.mkdir()
-    (run / "metrics.jsonl").write_text('{"step": 0, "mixed_precision_used": "no"}\n'
-                                       '{"step": 0, "first_stage_step": 20}\n')  # fmt: skip
-    assert bench.precision_conflict(run, "bf16", here_fp32=True) is None
-    why = bench.precision_conflict(run, "bf16", here_fp32=False)
+    torn = '{"step": 3'
+    (run / "metrics.jsonl").write_text(
+        '{"step": 0, "mixed_precision_used": "no"}\n{"step": 0, "first_stage_step": 20}\n' + torn
+    )
+    assert conflict(run) is None  # a line torn by a kill is skipped
+    why = conflict(run, here_fp32=False)
     assert "began training in fp32" in why and "rest in bf16" in why
     (run / "metrics.jsonl").write_text('{"step": 0, "first_stage_step": 20}\n')  # began bf16
-    assert "began training in bf16" in bench.precision_conflict(run, "bf16", here_fp32=True)
-    assert bench.precision_conflict(run, "bf16", here_fp32=False) is None
-    assert bench.precision_conflict(run, "no", here_fp32=True) is None  # an fp32 recipe
+    assert "began training in bf16" in conflict(run)
+    assert conflict(run, here_fp32=False) is None
+    assert conflict(run, requested="no") is None  # an fp32 recipe
+    save_checkpoint(run, 3500, {"model": {"w": torch.zeros(1)}}, {"step": 3500})
+    assert conflict(run) is None  # trained to the end: only scoring is left

@@ -102,9 +102,10 @@ class ImageModel(nn.Module):
         """One optimiser per group; the first is the model's (its learning rate is logged)."""
         return [ParamGroup("model", [p for p in self.parameters() if p.requires_grad])]
 
-    def pop_loss_terms(self) -> dict[str, float]:
-        """Each term of the loss, averaged over the micro-batches since the last call, keyed
-        ``loss_<term>``: the loop logs them beside the loss. None for a one-term loss."""
+    def pop_loss_terms(self) -> dict[str, torch.Tensor]:
+        """Each term of the loss, averaged over the micro-batches ``forward`` saw since the
+        last call (detached fp32 scalars), keyed ``loss_<term>``: the loop averages them over
+        the steps it applies and logs them beside the loss. Empty for a one-term loss."""
         return {}
 
     def prepare_images(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:

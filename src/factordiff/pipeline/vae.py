@@ -48,17 +48,20 @@ class VAEModel(ImageModel):
         seeds per micro-batch); FactorVAE's includes the discriminator's, each term's
         gradient blocked from the other's weights."""
         loss, terms = self.vae.loss(x)
-        for name, value in terms.items():  # detached: summed on the device, read at log steps
-            self._term_sums[name] = self._term_sums.get(name, 0) + value
-        self._term_count += 1
+        self._record_terms(terms)
         return loss
 
-    def pop_loss_terms(self) -> dict[str, float]:
+    @torch.compiler.disable  # bookkeeping: a compiled forward would recompile on the count
+    def _record_terms(self, terms: dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():  # detached; summed on the device, no sync
+            self._term_sums[name] = self._term_sums.get(name, 0) + value.float()
+        self._term_count += 1
+
+    def pop_loss_terms(self) -> dict[str, torch.Tensor]:
         """Reconstruction, KL, and (beta-TCVAE, FactorVAE) the total correlation and the
         discriminator's loss: whether each term and the discriminator's own Adam act."""
-        if not self._term_count:
-            return {}
-        terms = {f"loss_{k}": float(v) / self._term_count for k, v in self._term_sums.items()}
+        n = self._term_count
+        terms = {f"loss_{k}": v / n for k, v in self._term_sums.items()} if n else {}
         self._term_sums, self._term_count = {}, 0
         return terms
 

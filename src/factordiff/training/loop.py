@@ -130,6 +130,7 @@ def _train_claimed(
     say = bar.write if progress else (lambda _: None)
     shown: dict[str, str] = {}  # the progress bar's postfix
     loss_sum, loss_count = torch.zeros((), device=acc.device), 0
+    term_sums: dict[str, torch.Tensor] = {}  # the loss's terms, where the family has several
     tick, images, bad_streak = time.perf_counter(), 0, 0
     try:
         if run.refit_pending and run.step < t.max_steps:
@@ -154,6 +155,7 @@ def _train_claimed(
                     loss = forward(*inputs) / t.grad_accum
                     acc.backward(loss)
                 step_loss += loss.detach()
+            step_terms = model.pop_loss_terms()
             # The gradients are all-reduced, so every process reaches the same verdict; a
             # non-finite loss anywhere makes them non-finite too.
             clip = t.grad_clip if t.grad_clip > 0 else math.inf
@@ -164,6 +166,8 @@ def _train_claimed(
                 run.ema.step(model.ema_module.parameters())
                 loss_sum += step_loss
                 loss_count += 1
+                for name, value in step_terms.items():
+                    term_sums[name] = term_sums.get(name, 0) + value
                 bad_streak = 0
             else:  # skip the update; the data moves on, so the run stays deterministic
                 if acc.mixed_precision == "fp16":
@@ -195,13 +199,15 @@ def _train_claimed(
                 tick += dyga.refit(model, dataset, cfg, step, run_dir, acc, logger)
             if (step % t.log_every == 0 or step == t.max_steps) and loss_count:
                 mean_loss = acc.reduce(loss_sum, "mean").item() / loss_count
+                terms = {k: acc.reduce(v, "mean").item() / loss_count for k, v in term_sums.items()}
                 pull = model.anchors.pop_stats() if model.anchors is not None else None
-                logger.log(step, {"loss": mean_loss, **model.pop_loss_terms(), "lr": run.lr(),
+                logger.log(step, {"loss": mean_loss, **terms, "lr": run.lr(),
                                   "images_per_s": images / (time.perf_counter() - tick),
                                   "threads": threads.threads,
                                   "train_s": run.clock.seconds(), **(pull or {})})  # fmt: skip
                 shown["loss"] = f"{mean_loss:.4f}"
                 loss_sum.zero_()
+                term_sums.clear()
                 loss_count, images, tick = 0, 0, time.perf_counter()
             stopping = stop_requested(stop, acc) and step < t.max_steps
             due = step % t.checkpoint_every == 0 or step == t.max_steps or stopping
