@@ -18,6 +18,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
         sys.modules["torch"].set_num_threads(1)
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+#: workers of ``pytest -n auto`` at most: each holds torch and the models of its tests (~1 GB)
+MAX_WORKERS = 8
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """One worker per core this process may use (CI: 2), at most ``MAX_WORKERS``;
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, MAX_WORKERS))
 
 
 @pytest.fixture(scope="module")
