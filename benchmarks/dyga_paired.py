@@ -363,7 +363,13 @@ def markdown(summary: dict, rows: list[dict], dataset: str, args) -> str:
             detect.append(f"{d['detectable']:.3f}")
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
         lines.append("| (detectable) | " + " | ".join(detect) + " |")
-    lines += ["", "`*`: the t-interval excludes 0.", "",
+    paired = sorted({s for e in summary.values() for d in e["paired_vs_encdiff"].values()
+                     for s in d["seeds"]})  # fmt: skip
+    cpu_of = {r["seed"]: r.get("cpu", "?") for r in rows if r["variant"] == "encdiff"}
+    lines += ["", "`*`: the t-interval excludes 0. Both cells of a pair ran on one kind of CPU "
+              "(they differ in the arm only); pairs of different seeds may not (a CPU without "
+              "bf16 trains the bf16 recipe in fp32): "
+              + "; ".join(f"seed {s}: {cpu_of.get(s, '?')}" for s in paired) + ".", "",
               "FactorVAE vote accuracy per factor (share of each factor's eval votes "
               "classified right), mean over seeds:", ""]  # fmt: skip
     for v, e in summary.items():
