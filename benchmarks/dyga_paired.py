@@ -173,6 +173,7 @@ def precision_conflict(run: Path, requested: str, here_fp32: bool, steps: int) -
     reached) is only scored, which precision does not touch. The run's log says how it
     began (a line torn by a kill is skipped, as the run's logger does)."""
     from factordiff.checkpoint import latest_checkpoint, load_state
+    from factordiff.viz.plots import read_metrics_log
 
     log = run / "metrics.jsonl"
     if requested != "bf16" or not log.is_file():
@@ -180,12 +181,7 @@ def precision_conflict(run: Path, requested: str, here_fp32: bool, steps: int) -
     newest = latest_checkpoint(run)
     if newest is not None and load_state(newest)["step"] >= steps:
         return None
-    records = []
-    for line in log.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+    records = read_metrics_log(log)
     if not records:
         return None
     began_fp32 = any(r.get("mixed_precision_used") == "no" for r in records)

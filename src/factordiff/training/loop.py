@@ -106,6 +106,10 @@ def _train_claimed(
     threads = ThreadGovernor(t.threads)  # fast alone, fair when another process shares cores
     before = run.resumed_precision  # the checkpoint's precision, when resuming one
     switched = {} if before in (None, acc.mixed_precision) else {"mixed_precision_before": before}
+    if switched and acc.is_main_process:  # a bf16 run begun without bf16, or the reverse
+        print(f"note: the checkpoint was trained with mixed_precision={before}, this machine "
+              f"trains the rest with {acc.mixed_precision}: the run mixes the two (logged as "
+              "mixed_precision_before / mixed_precision_used)")  # fmt: skip
     if acc.mixed_precision != t.mixed_precision or switched:  # emulated here, or not as before
         logger.log(run.step, {"mixed_precision_used": acc.mixed_precision, **switched})
 

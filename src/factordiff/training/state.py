@@ -107,7 +107,6 @@ class TrainState:
         if acc.is_main_process:
             print(f"resuming {ckpt.parent.parent} from {ckpt.name} (step {self.step})")
             _note_chunking(state, acc.num_processes, cfg.train.grad_accum)
-            _note_precision(state, acc.mixed_precision)
         self.resumed_precision = state.get("mixed_precision")
 
     def save(self, run_dir: Path, cfg: Config, acc: Accelerator) -> None:
@@ -145,18 +144,6 @@ class TrainState:
 def _key(kind: str, group: str) -> str:
     """``optimizer`` / ``lr_scheduler`` for the model's group, ``<kind>_<group>`` else."""
     return kind if group == "model" else f"{kind}_{group}"
-
-
-def _note_precision(state: dict, now: str) -> None:
-    """Say when the run goes on in another precision than it was trained in so far (a
-    bf16 recipe resumed on a CPU without bf16 instructions, or the other way round)."""
-    before = state.get("mixed_precision")
-    if before is not None and before != now:
-        print(
-            f"note: the checkpoint was trained with mixed_precision={before}, this machine "
-            f"trains the rest with {now}: the run mixes the two (logged as "
-            "mixed_precision_before / mixed_precision_used)"
-        )
 
 
 def _note_chunking(state: dict, world: int, grad_accum: int) -> None:
