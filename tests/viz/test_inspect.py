@@ -25,7 +25,13 @@ from factordiff.metrics.downstream import downsampled_pixels, downstream
 from factordiff.models.unet import UNet
 from factordiff.pipeline import FactorDiffusion
 from factordiff.training import train
-from factordiff.viz import save_swap_grid, save_traverse_grid, swap_grid, traverse_units
+from factordiff.viz import (
+    save_reconstruction_grid,
+    save_swap_grid,
+    save_traverse_grid,
+    swap_grid,
+    traverse_units,
+)
 from factordiff.viz.attention_maps import cross_attention_maps, recording_cross_attention
 from factordiff.viz.report import _interchange_section, format_setting, write_report
 from metric_cases import MetricTinyGrid, decode_factors
@@ -87,6 +93,22 @@ def test_traverse_grid_leads_each_row_with_image_and_regeneration(
 ) -> None:
     out = save_traverse_grid(model, load("quickstart"), tmp_path / "t.png", n_steps=3, steps=2)
     assert _png(out).size[0] == round((0.9 * (2 + 3) + 1.6) * 100)  # image, regen., 3 steps
+
+
+def test_reconstruction_grid_shows_what_the_first_stage_keeps(
+    model: FactorDiffusion, tmp_path: Path
+) -> None:
+    data = load("quickstart")
+    shipped = fd.load_pretrained("quickstart")  # a learned (KL) first stage
+    images = data.images_at(np.arange(0, 2592, 97))
+    kept = shipped.autoencode(images)
+    assert kept.shape == images.shape and kept.dtype == np.uint8
+    error = np.abs(kept.astype(int) - images.astype(int)).mean()
+    assert error < 0.6 * np.abs(images[::-1].astype(int) - images.astype(int)).mean()
+    three = save_reconstruction_grid(shipped, data, tmp_path / "r3.png", n_images=3, steps=2)
+    two = save_reconstruction_grid(model, data, tmp_path / "r2.png", n_images=3, steps=2)
+    # original / first stage / generated; a pixel-space first stage has no row of its own
+    assert _png(three).size[1] - _png(two).size[1] == 90
 
 
 def test_traverse_rejects_bad_options(run: Path, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from factordiff.config import Config
+from factordiff.data.loader import to_uint8
 from factordiff.diffusion import (
     ddim_sample,
     ddim_scheduler,
@@ -124,6 +125,18 @@ class FactorDiffusion(ImageModel):
         """Latent units (B, N, D): the tokens the U-Net attends to."""
         with self._eval_mode():
             return torch.cat(self._batched(self.units, images, batch_size))
+
+    @torch.no_grad()
+    def autoencode(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """The images through the first stage alone (encode, decode; no units, no diffusion),
+        uint8 (B, H, W, 3): the most the diffusion model can reproduce, so detail lost here
+        (a factor blurred away) is lost to every unit."""
+
+        def through(x: torch.Tensor) -> torch.Tensor:
+            return self.first_stage.decode(self.first_stage.encode(x))
+
+        with self._eval_mode():
+            return to_uint8(torch.cat(self._batched(through, images, batch_size)))
 
     @torch.no_grad()
     def scalars(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> torch.Tensor:

@@ -195,7 +195,10 @@ def write_report(
         if udr is not None:
             sections.append(("Model selection without labels (UDR)", _udr_section(udr, run_dir)))
         figure("Reconstructions", lambda p: grids.save_reconstruction_grid(
-            model, dataset, p, steps=steps), "Top: originals; bottom: DDIM from the units.",
+            model, dataset, p, steps=steps),
+            "Top: originals; middle (diffusion models): the first stage's own reconstruction, "
+            "the most any unit can get back, so a factor blurred there is lost to every unit; "
+            "bottom: DDIM from the units.",
         )  # fmt: skip
         figure(
             "Samples",
