@@ -2,9 +2,10 @@
 
 For every factor of a run's dataset, at the run's image size:
 
-- **salience**: the mean squared pixel change when only that factor changes, over the mean
-  squared change between two random images -- the share of the diffusion loss's signal the
-  factor carries;
+- **salience**: the mean squared pixel change when only that factor changes, relative to
+  the change between two random images (above 1 where random images often share the
+  factor's value): how much of the picture the factor moves. Needs a dataset holding every
+  combination of factor values (a full grid);
 - **pixels / first stage**: a small CNN probe fit on 75 % of the images and scored on the
   other 25 %, once on the images and once, fit afresh, on the first stage's reconstructions
   (encode/decode). A factor the autoencoder blurs away loses accuracy in the second column;
@@ -87,15 +88,17 @@ def cnn_probe(x: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray, seed
         return float((net(xt[te]).argmax(1) == yt[te]).float().mean())
 
 
-def probe(train: np.ndarray, test: list[np.ndarray], y_train, y_test, kind: str) -> list[float]:
-    """Test accuracy of a probe fit on ``train``, on each array in ``test``."""
-    scaler = StandardScaler().fit(train)
+def code_probe(
+    codes: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray, kind: str
+) -> float:
+    """Test accuracy of a linear or gradient-boosted probe of all units together."""
+    scaler = StandardScaler().fit(codes[tr])
     if kind == "linear":
         clf = LogisticRegression(max_iter=300, C=1.0)
     else:
         clf = HistGradientBoostingClassifier(max_iter=100, random_state=0)
-    clf.fit(scaler.transform(train), y_train)
-    return [float(clf.score(scaler.transform(t), y_test)) for t in test]
+    clf.fit(scaler.transform(codes[tr]), y[tr])
+    return float(clf.score(scaler.transform(codes[te]), y[te]))
 
 
 def reconstruction_strip(model, dataset, n: int, seed: int) -> np.ndarray:
@@ -135,12 +138,12 @@ def diagnose(run: Path, n_images: int, seed: int, trained_units: bool) -> dict:
     codes = None
     if trained_units:
         represent, _ = reduce_representation(
-            model.represent, images[:1000], model.config.eval.representation
+            model.represent, images[tr[:1000]], model.config.eval.representation
         )
         codes = np.asarray(represent(images))
     rows = []
     sal = salience(dataset, factors, seed)
-    votes = vote_accuracy(run)
+    votes = vote_accuracy(run) if trained_units else None
     for k, name in enumerate(dataset.factor_names):
         if dataset.factor_sizes[k] == 1:
             continue
@@ -154,8 +157,8 @@ def diagnose(run: Path, n_images: int, seed: int, trained_units: bool) -> dict:
         row["pixels_cnn"] = cnn_probe(pixels, y, tr, te, seed)
         row["first_stage_cnn"] = cnn_probe(recon, y, tr, te, seed)
         if codes is not None:
-            row["units_linear"] = probe(codes[tr], [codes[te]], y[tr], y[te], "linear")[0]
-            row["units_trees"] = probe(codes[tr], [codes[te]], y[tr], y[te], "trees")[0]
+            row["units_linear"] = code_probe(codes, y, tr, te, "linear")
+            row["units_trees"] = code_probe(codes, y, tr, te, "trees")
         if votes is not None:
             row["factorvae_vote"] = votes[k]
         rows.append(row)
@@ -188,8 +191,9 @@ def markdown(out: dict) -> str:
     cols = [(k, t) for k, t in COLUMNS if any(k in r for r in out["factors"])]
     lines = [
         f"{out['run']} ({out['dataset']}, {out['image_size']}x{out['image_size']}, "
-        f"{out['images']} images, seed {out['seed']}; {out['cpu']}). Probe accuracies are on "
-        "the held-out quarter.",
+        f"{out['images']} images drawn with sampling seed {out['seed']}; {out['cpu']}). Probe "
+        "accuracies and chance are on the held-out quarter; the FactorVAE vote is the run's "
+        "own evaluation.",
         "",
         "| factor | values | " + " | ".join(t for _, t in cols) + " |",
         "|---|---|" + "---|" * len(cols),

@@ -69,6 +69,11 @@ class FirstStage(Network):
         self.downsample = 2 ** (n - 1) if self.model is not None else self.patch
         self.latent_channels = embed_dim if self.model is not None else in_channels * self.patch**2
 
+    @property
+    def learned(self) -> bool:
+        """An autoencoder (kl, vq) that can lose detail, not a fixed pixel rearrangement."""
+        return self.model is not None
+
     def _raw_encode(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "vq":
             return self.model.encode(x).latents

@@ -129,8 +129,9 @@ class FactorDiffusion(ImageModel):
     @torch.no_grad()
     def autoencode(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
         """The images through the first stage alone (encode, decode; no units, no diffusion),
-        uint8 (B, H, W, 3): the most the diffusion model can reproduce, so detail lost here
-        (a factor blurred away) is lost to every unit."""
+        uint8 (B, H, W, 3): the diffusion model is trained to regenerate these, so a factor
+        blurred here gives the units little reason to keep it apart (the encoder itself
+        reads the pixels)."""
 
         def through(x: torch.Tensor) -> torch.Tensor:
             return self.first_stage.decode(self.first_stage.encode(x))

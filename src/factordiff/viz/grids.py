@@ -278,13 +278,15 @@ def save_sample_grid(
 def save_reconstruction_grid(
     model, dataset, out: str | Path, n_images: int = 8, steps: int | None = None, seed: int = 0
 ) -> Path:
-    """Originals (top row), what a learned first stage keeps of them (its encode/decode,
-    the ceiling for every unit), and their regenerations from the units alone (bottom row)."""
+    """Originals (top row), what a learned first stage keeps of them (its encode/decode:
+    what the diffusion loss can ask the units for), and their regenerations from the units
+    alone (bottom row)."""
     rs = np.random.RandomState(seed + 1)
     images = as_rgb(dataset.images_at(np.sort(rs.choice(len(dataset), n_images, replace=False))))
     recon = model.reconstruct(images, steps, seed=seed)
     rows, labels = [_resize_uint8(images, recon.shape[1])], ["original"]
-    if getattr(getattr(model, "first_stage", None), "model", None) is not None:
+    first_stage = getattr(model, "first_stage", None)  # the VAE baselines have none
+    if first_stage is not None and first_stage.learned:
         rows.append(model.autoencode(images))
         labels.append("first stage")
     return save_grid(

@@ -196,9 +196,9 @@ def write_report(
             sections.append(("Model selection without labels (UDR)", _udr_section(udr, run_dir)))
         figure("Reconstructions", lambda p: grids.save_reconstruction_grid(
             model, dataset, p, steps=steps),
-            "Top: originals; middle (diffusion models): the first stage's own reconstruction, "
-            "the most any unit can get back, so a factor blurred there is lost to every unit; "
-            "bottom: DDIM from the units.",
+            "Top: originals; middle (with a learned first stage): its own reconstruction, "
+            "what the diffusion model learns to regenerate, so a factor blurred there gives "
+            "the units little reason to keep it apart; bottom: DDIM from the units.",
         )  # fmt: skip
         figure(
             "Samples",
