@@ -34,7 +34,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from train_throughput import cpu_name
 
+from factordiff.data import load_dataset
 from factordiff.data.loader import to_float, to_uint8
+from factordiff.metrics.representation import reduce_representation
+from factordiff.pipeline import load_pretrained
 
 RESULTS = Path(__file__).parent / "results"
 PROBE_EPOCHS = 20
@@ -46,11 +49,11 @@ def sample(dataset, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return dataset.images_at(rows), dataset.index_to_factors(rows)
 
 
-def salience(dataset, factors: np.ndarray, seed: int) -> list[float]:
-    """Per factor: E|x - x'|^2 with x' differing from x in that factor only, over the same
-    for two random images (pixels in [-1, 1])."""
+def salience(dataset, images: np.ndarray, factors: np.ndarray, seed: int) -> list[float]:
+    """Per factor: E|x - x'|^2 with x' differing from x (uint8 ``images`` of ``factors``) in
+    that factor only, over the same for two random images (pixels in [-1, 1])."""
     rng = np.random.RandomState(seed)
-    x = dataset.images(factors).astype(np.float32) / 127.5 - 1
+    x = to_float(images).numpy()
     between_random = 2 * float(x.var(axis=0).mean())
     out = []
     for k, size in enumerate(dataset.factor_sizes):
@@ -59,7 +62,7 @@ def salience(dataset, factors: np.ndarray, seed: int) -> list[float]:
             continue
         moved = factors.copy()
         moved[:, k] = (moved[:, k] + rng.randint(1, size, len(factors))) % size
-        y = dataset.images(moved).astype(np.float32) / 127.5 - 1
+        y = to_float(dataset.images(moved)).numpy()
         out.append(float(((x - y) ** 2).mean()) / between_random)
     return out
 
@@ -124,10 +127,6 @@ def vote_accuracy(run: Path) -> list[float] | None:
 
 
 def diagnose(run: Path, n_images: int, seed: int, trained_units: bool) -> dict:
-    from factordiff.data import load_dataset
-    from factordiff.metrics.representation import reduce_representation
-    from factordiff.pipeline import load_pretrained
-
     model = load_pretrained(run)
     dataset = load_dataset(model.config.data)
     images, factors = sample(dataset, n_images, seed)
@@ -142,7 +141,7 @@ def diagnose(run: Path, n_images: int, seed: int, trained_units: bool) -> dict:
         )
         codes = np.asarray(represent(images))
     rows = []
-    sal = salience(dataset, factors, seed)
+    sal = salience(dataset, images, factors, seed)
     votes = vote_accuracy(run) if trained_units else None
     for k, name in enumerate(dataset.factor_names):
         if dataset.factor_sizes[k] == 1:

@@ -13,7 +13,8 @@ BENCHMARK = "carryover_diagnosis"  # the ``bench`` fixture (conftest.py) imports
 def test_salience_is_the_share_of_pixel_change_each_factor_makes(bench) -> None:
     ds = load("quickstart")
     factors = ds.sample_factors(400, np.random.RandomState(0))
-    sal = dict(zip(ds.factor_names, bench.salience(ds, factors, seed=0), strict=True))
+    found = bench.salience(ds, ds.images(factors), factors, seed=0)
+    sal = dict(zip(ds.factor_names, found, strict=True))
     # moving a flat shape across the frame changes more pixels than swapping its outline
     assert sal["pos_x"] > sal["scale"] > sal["shape"] > 0
     # here every factor moves less of the picture than going to a random image does
